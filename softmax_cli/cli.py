@@ -1,0 +1,265 @@
+"""The `softmax` command line: a thin Typer layer that parses, calls the core and renders with Rich.
+
+torch, torchvision and tensorboard are imported inside the commands, never at module
+level, so `softmax --help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from softmax_cli.config import IMPLS, LOADERS, PRESETS, SCHEDULES
+from softmax_cli.errors import SoftmaxError
+from softmax_cli.paths import DATA_DIR_ENV, resolve_data_dir
+
+app = typer.Typer(
+    name="softmax",
+    help="Softmax regression on Fashion-MNIST, from scratch and concisely (Dive into Deep Learning, ch. 3).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Human output goes to stderr so that --json leaves stdout to the JSON object alone.
+console = Console(stderr=True)
+
+DataDirOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-dir",
+        help=f"Dataset folder. Default: ${DATA_DIR_ENV}, else ~/.local/share/softmax-cli.",
+        show_default=False,
+    ),
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one red error line on stderr and return the Exit to raise."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def download(
+    data_dir: DataDirOption = None,
+    mirror: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--mirror",
+            help="Base URL to fetch from (http://, https://, file://); repeatable; replaces the default mirrors.",
+            show_default=False,
+        ),
+    ] = None,
+    from_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--from",
+            help="Import from a local folder holding the four .gz files (or the four uncompressed IDX files).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Fetch again even if valid files are present.")] = False,
+) -> None:
+    """Put the four official Fashion-MNIST files into the data dir, verified by md5."""
+    from softmax_cli import download as dl
+    from softmax_cli.ui import DownloadProgressBar
+
+    if mirror and from_dir is not None:
+        raise typer.BadParameter("give either --mirror or --from, not both", param_hint="--from")
+    target = resolve_data_dir(data_dir)
+    try:
+        with DownloadProgressBar(console) as progress:
+            results = dl.fetch_dataset(target, mirrors=mirror, source_dir=from_dir, force=force, progress=progress)
+    except SoftmaxError as exc:
+        raise fail(str(exc)) from None
+    if all(r.status == "present" for r in results):
+        console.print(f"All four files already present and valid in {dl.raw_dir(target)}")
+    else:
+        console.print(f"[green]Fashion-MNIST ready[/] in {dl.raw_dir(target)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Option types shared by train, eval and the commands built on them
+
+Impl = Enum("Impl", {name: name for name in IMPLS}, type=str)
+Loader = Enum("Loader", {name: name for name in LOADERS}, type=str)
+Schedule = Enum("Schedule", {name: name for name in SCHEDULES}, type=str)
+Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _check_device(value: str) -> str:
+    if not _DEVICE_PATTERN.fullmatch(value):
+        raise typer.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    return value
+
+
+def _check_lr(value: Optional[float]) -> Optional[float]:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a positive finite number, not {value}")
+    return value
+
+
+def _check_fraction(value: Optional[float]) -> Optional[float]:
+    if value is not None and not 0 <= value < 1:
+        raise typer.BadParameter(f"must be in [0, 1), not {value}")
+    return value
+
+
+def _check_non_negative(value: Optional[float]) -> Optional[float]:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise typer.BadParameter(f"must be a finite number >= 0, not {value}")
+    return value
+
+
+DeviceOption = Annotated[
+    str,
+    typer.Option("--device", callback=_check_device,
+                 help="auto (cuda if available, then mps, then cpu), cpu, cuda, cuda:N or mps."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout; human output stays on stderr.")]
+
+
+def _device_or_usage_error(name: str):
+    """Resolve --device; a device this machine lacks is a usage error (exit 2)."""
+    from softmax_cli.core import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from None
+
+
+def _ensure_data(data_dir: Path) -> None:
+    """Fetch the dataset from the default mirrors when it is missing, saying so."""
+    from softmax_cli import download as dl
+    from softmax_cli.ui import DownloadProgressBar
+
+    if dl.dataset_present(data_dir):
+        return
+    console.print(f"Fashion-MNIST not found in {data_dir}; downloading it (or use `softmax download --from DIR`)")
+    with DownloadProgressBar(console) as progress:
+        dl.ensure_dataset(data_dir, progress=progress)
+
+
+def _print_json(payload: dict) -> None:
+    # Machine output alone on stdout.
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+@app.command()
+def train(
+    impl: Annotated[Optional[Impl], typer.Option(help="Implementation: scratch (the book's 3.6) or concise (3.7). [default: scratch]", show_default=False)] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs in total (a resumed run counts the checkpoint's). [default: 10]", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(callback=_check_lr, help="Learning rate. [default: 0.1; tuned preset 0.05]", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Minibatch size. [default: 256]", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader worker processes (--loader dataloader only). [default: min(4, CPUs)]", show_default=False)] = None,
+    loader: Annotated[Optional[Loader], typer.Option(help="memory: the split held on the device, indexed batches (fast). dataloader: the book's ToTensor + DataLoader pipeline. [default: memory]", show_default=False)] = None,
+    device: DeviceOption = "auto",
+    seed: Annotated[Optional[int], typer.Option(help="Seed, set before the weights are drawn. [default: 326]", show_default=False)] = None,
+    data_dir: DataDirOption = None,
+    runs_dir: Annotated[Path, typer.Option(help="TensorBoard runs go to RUNS_DIR/<impl>/<timestamp>-<tag>/.")] = Path("runs"),
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint path, rewritten after every epoch. [default: <run folder>/checkpoint.pt]", show_default=False)] = None,
+    naive_softmax: Annotated[Optional[bool], typer.Option("--naive-softmax", help="scratch only: the book's exact exp/sum softmax and -log cross-entropy, which overflow for large logits.", show_default=False)] = None,
+    preset: Annotated[Optional[Preset], typer.Option(help="book: the book's settings. tuned: momentum 0.9, weight decay 1e-4, cosine from lr 0.05, standardised pixels. Explicit options override. [default: book]", show_default=False)] = None,
+    momentum: Annotated[Optional[float], typer.Option(callback=_check_non_negative, help="SGD momentum. [default: 0]", show_default=False)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(callback=_check_non_negative, help="L2 weight decay. [default: 0]", show_default=False)] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule over the epochs. [default: constant]", show_default=False)] = None,
+    standardize: Annotated[Optional[bool], typer.Option("--standardize/--no-standardize", help="Standardise each pixel by the train split's mean/std (kept in the checkpoint). [default: off]", show_default=False)] = None,
+    val_split: Annotated[Optional[float], typer.Option(callback=_check_fraction, help="Hold out this fraction of the train split and report validation accuracy. [default: 0]", show_default=False)] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue from a checkpoint up to --epochs in total, with its settings and optimizer state.", show_default=False)] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train softmax regression on Fashion-MNIST; one table row per epoch, TensorBoard logs and a checkpoint."""
+    from softmax_cli import checkpoint as ckpt
+    from softmax_cli.config import ConflictingOption, RunPaths, resolve_hparams
+
+    given = {
+        "impl": impl.value if impl else None, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+        "loader": loader.value if loader else None, "seed": seed, "naive_softmax": naive_softmax,
+        "momentum": momentum, "weight_decay": weight_decay, "schedule": schedule.value if schedule else None,
+        "standardize": standardize, "val_split": val_split,
+    }
+    resumed = None
+    if resume is not None:
+        try:
+            resumed = ckpt.load_checkpoint(resume)
+        except SoftmaxError as exc:
+            raise fail(str(exc)) from None
+    try:
+        hparams = resolve_hparams(given, preset.value if preset else None, resumed)
+    except ConflictingOption as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if hparams.naive_softmax and hparams.impl != "scratch":
+        raise typer.BadParameter("--naive-softmax is for --impl scratch only", param_hint="--naive-softmax")
+    if workers is not None and hparams.loader == "memory":
+        console.print("[yellow]note:[/] --workers only applies to --loader dataloader; ignored")
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    torch_device = _device_or_usage_error(device)
+
+    target = resolve_data_dir(data_dir)
+    try:
+        _ensure_data(target)
+        result = _run_training(hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, as_json)
+    except SoftmaxError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        _print_json(_train_json(result))
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, as_json):
+    from softmax_cli import core
+    from softmax_cli.config import RunPaths
+    from softmax_cli.tboard import TensorBoardLogger
+    from softmax_cli.ui import TrainingDisplay
+
+    tag = f"lr{hparams.lr:g}-bs{hparams.batch_size}-seed{hparams.seed}"
+    log_dir = core.make_run_dir(runs_dir, hparams.impl, tag)
+    paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / "checkpoint.pt")
+    verb = f"Resuming from epoch {resumed['epoch']}" if resumed else "Training"
+    title = f"{verb}: {hparams.impl} on {device}, lr {hparams.lr:g}, batch {hparams.batch_size}, seed {hparams.seed}"
+    display = TrainingDisplay(console, title, with_validation=bool(hparams.val_split))
+    with display:
+        result = core.fit(hparams, paths, device, core.CallbackList([display, TensorBoardLogger(log_dir)]),
+                          workers=workers, resume_from=resumed)
+    if result.interrupted:
+        where = f"the checkpoint of the last completed epoch is {result.checkpoint}" if result.checkpoint else "no epoch completed, so no checkpoint was written"
+        console.print(f"[yellow]Interrupted[/]: {where}", soft_wrap=True)
+        if result.checkpoint:
+            console.print(f"Continue with: softmax train --resume {result.checkpoint} --epochs {hparams.epochs}",
+                          soft_wrap=True)
+    elif result.history:
+        last = result.history[-1]
+        console.print(
+            f"[green]Done[/]: test acc {last['test_acc']:.4f}, train loss {last['train_loss']:.4f}. "
+            f"Checkpoint: {result.checkpoint}\nTensorBoard: tensorboard --logdir {log_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return result
+
+
+def _train_json(result) -> dict:
+    return {
+        "impl": result.hparams.impl,
+        "device": str(result.device),
+        "epochs": len(result.history),
+        "history": result.history,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "log_dir": str(result.log_dir),
+        "hparams": result.hparams.as_dict(),
+        "interrupted": result.interrupted,
+    }

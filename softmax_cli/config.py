@@ -1,0 +1,107 @@
+"""Training settings as plain data: the names the CLI offers, the presets, one run's config.
+
+Imports nothing heavy, so the CLI can build its help and validate options without torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+IMPLS = ("scratch", "concise")
+LOADERS = ("memory", "dataloader")
+SCHEDULES = ("constant", "cosine")
+DEFAULT_SEED = 326
+
+# The settings a preset fixes; any option given explicitly overrides its preset value.
+PRESETS: dict[str, dict[str, object]] = {
+    # Dive into Deep Learning, chapter 3: batch 256, lr 0.1, plain SGD, raw pixels in [0, 1].
+    "book": {"epochs": 10, "lr": 0.1, "batch_size": 256, "momentum": 0.0, "weight_decay": 0.0,
+             "schedule": "constant", "standardize": False},
+    # Still one linear layer: momentum, a little L2, a cosine schedule and standardised pixels.
+    "tuned": {"epochs": 10, "lr": 0.05, "batch_size": 256, "momentum": 0.9, "weight_decay": 1e-4,
+              "schedule": "cosine", "standardize": True},
+}
+
+
+@dataclass(frozen=True)
+class Hparams:
+    """What defines a training run's result; stored in checkpoints and TensorBoard."""
+
+    impl: str = "scratch"
+    epochs: int = 10
+    lr: float = 0.1
+    batch_size: int = 256
+    seed: int = DEFAULT_SEED
+    loader: str = "memory"
+    naive_softmax: bool = False
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    standardize: bool = False
+    val_split: float = 0.0
+    preset: str = "book"
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Hparams":
+        """Rebuild from a checkpoint's dict, ignoring keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def lr_at(self, epoch_index: int) -> float:
+        """Learning rate for the 0-based epoch: constant, or cosine-annealed over `epochs` to 0."""
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * epoch_index / self.epochs))
+        return self.lr
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one training run reads and writes."""
+
+    data_dir: Path
+    log_dir: Path
+    checkpoint: Path
+
+
+class ConflictingOption(ValueError):
+    """An option contradicts the checkpoint being resumed (or is out of range for it)."""
+
+
+def resolve_hparams(given: dict[str, object], preset: str | None, resumed: dict | None = None) -> Hparams:
+    """Combine the options the user actually gave (None = not given) with a preset or a resumed run.
+
+    Fresh run: dataclass defaults < preset values < given options.
+    Resume: the checkpoint's hparams hold; a given option that differs is refused, except
+    --epochs, which may extend the run (but not a cosine schedule, whose shape depends on it).
+    """
+    given = {name: value for name, value in given.items() if value is not None}
+    if resumed is None:
+        values = {**PRESETS[preset or "book"], **given, "preset": preset or "book"}
+        return Hparams(**values)
+    stored = Hparams.from_dict(resumed["hparams"])
+    if preset is not None and preset != stored.preset:
+        raise ConflictingOption(f"--preset {preset} contradicts the checkpoint's preset {stored.preset}")
+    for name, value in given.items():
+        if name != "epochs" and value != getattr(stored, name):
+            flag = "--" + name.replace("_", "-")
+            raise ConflictingOption(
+                f"{flag} {value} contradicts the checkpoint's {getattr(stored, name)}; "
+                f"drop {flag} to resume with the checkpoint's settings"
+            )
+    epochs = given.get("epochs", stored.epochs)
+    done = resumed["epoch"]
+    if epochs <= done:
+        raise ConflictingOption(
+            f"the checkpoint has already trained {done} epochs; pass --epochs larger than {done} to continue"
+        )
+    if stored.schedule == "cosine" and epochs != stored.epochs:
+        raise ConflictingOption(
+            f"--epochs {epochs} would change the cosine schedule planned for {stored.epochs} epochs; "
+            f"resume with --epochs {stored.epochs}"
+        )
+    return Hparams(**{**stored.as_dict(), "epochs": epochs})

@@ -1,0 +1,196 @@
+"""Reading Fashion-MNIST and iterating over it in minibatches. No CLI code here.
+
+Two batch iterators share one interface (iterable of (X, y) with X float in [0, 1]
+shaped B x 1 x 28 x 28 and y int64, plus len() = batches per epoch):
+
+* MemoryBatches: the split held once as uint8 on the device; every epoch draws a
+  fresh permutation from a seeded generator and batches by indexing. No per-sample
+  Python, no PIL: for a 784 x 10 model the data path *is* the cost.
+* dataloader_batches: the book's pipeline, torchvision dataset + ToTensor +
+  DataLoader(num_workers=...), moved to the device per batch.
+
+On CPU both draw their shuffling order from the same kind of seeded generator, so
+for the same seed they produce the very same batches (ToTensor scales with the same
+float division by 255), which makes the fast path checkable against the book's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from softmax_cli.errors import DataError
+from softmax_cli.paths import raw_dir
+
+
+IMAGE_SIDE = 28
+NUM_INPUTS = IMAGE_SIDE * IMAGE_SIDE
+NUM_CLASSES = 10
+# torchvision's file prefixes for the two splits
+_SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+
+
+def class_names() -> list[str]:
+    """The ten class names, as torchvision's FashionMNIST lists them."""
+    from torchvision.datasets import FashionMNIST
+
+    return list(FashionMNIST.classes)
+
+
+@dataclass
+class Split:
+    """One split as tensors: images uint8 N x 28 x 28, labels int64 N."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> "Split":
+        return Split(self.images[indices], self.labels[indices])
+
+
+def read_split(data_dir: Path, split: str) -> Split:
+    """Read the uncompressed IDX files of 'train' or 'test' with torchvision's parser."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    folder = raw_dir(data_dir)
+    prefix = _SPLIT_PREFIX[split]
+    image_path = folder / f"{prefix}-images-idx3-ubyte"
+    label_path = folder / f"{prefix}-labels-idx1-ubyte"
+    try:
+        images = read_image_file(str(image_path))
+        labels = read_label_file(str(label_path))
+    except FileNotFoundError as exc:
+        raise DataError(f"missing dataset file {exc.filename}; run `softmax download`") from None
+    # torchvision's parser signals a malformed file with a bare assert or a reshape error
+    except (AssertionError, RuntimeError, ValueError, KeyError) as exc:
+        raise DataError(
+            f"{folder} holds a malformed IDX file ({exc or 'bad header'}); run `softmax download --force`"
+        ) from None
+    if images.dim() != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE) or len(images) != len(labels):
+        raise DataError(
+            f"{image_path.name} and {label_path.name} do not form a 28x28 image split; "
+            "run `softmax download --force`"
+        )
+    return Split(images, labels.to(torch.int64))
+
+
+def validation_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split range(n) into (train, validation) indices, holding out a seeded random `fraction`."""
+    n_val = int(round(n * fraction))
+    if not 0 < n_val < n:
+        raise DataError(f"--val-split {fraction} leaves no train or no validation examples")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[n_val:], order[:n_val]
+
+
+def to_unit_float(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1] with a channel axis, the same arithmetic as ToTensor."""
+    return images_u8.unsqueeze(1).to(torch.float32).div(255)
+
+
+class MemoryBatches:
+    """Minibatches by indexing a split held once on `device` as uint8.
+
+    With shuffle, every epoch draws a fresh permutation from `generator` (which lives
+    on the same device, so on a GPU nothing crosses to the host per batch).
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        device: torch.device,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator, device=self.device)
+        for start in range(0, n, self.batch_size):
+            if self.shuffle:
+                index = order[start : start + self.batch_size]
+                yield to_unit_float(self.images[index]), self.labels[index]
+            else:
+                yield to_unit_float(self.images[start : start + self.batch_size]), self.labels[start : start + self.batch_size]
+
+
+class _SeededPermutationSampler(torch.utils.data.Sampler):
+    """shuffle=True with the order drawn exactly as MemoryBatches draws it.
+
+    DataLoader's own RandomSampler derives a fresh seed from its generator, so its
+    order could never match the memory loader's; this sampler keeps the book's
+    semantics (a new random order each epoch) while making the two paths comparable.
+    """
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n = n
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
+
+
+class DataLoaderBatches:
+    """The book's pipeline: torchvision dataset + ToTensor + DataLoader, moved to the device per batch."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        split: str,
+        batch_size: int,
+        device: torch.device,
+        shuffle: bool,
+        workers: int,
+        generator: torch.Generator | None = None,
+        indices: torch.Tensor | None = None,
+    ) -> None:
+        from torchvision import datasets, transforms
+
+        dataset = datasets.FashionMNIST(
+            root=str(data_dir), train=(split == "train"), transform=transforms.ToTensor(), download=False
+        )
+        if indices is not None:
+            dataset = torch.utils.data.Subset(dataset, indices.tolist())
+        sampler = _SeededPermutationSampler(len(dataset), generator) if shuffle else None
+        self.device = device
+        self.num_examples = len(dataset)
+        self.loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=device.type == "cuda",
+        )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        non_blocking = self.device.type == "cuda"
+        for X, y in self.loader:
+            yield X.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)

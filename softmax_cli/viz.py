@@ -1,0 +1,51 @@
+"""Pictures of what the model learned and how it errs, through torchvision and Pillow only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from softmax_cli.data import IMAGE_SIDE, NUM_CLASSES
+
+
+def weight_templates(weight: torch.Tensor) -> torch.Tensor:
+    """The 10 columns of W (784 x 10) as 10 x 1 x 28 x 28 images, each min-max scaled to [0, 1]."""
+    templates = weight.detach().cpu().T.reshape(NUM_CLASSES, 1, IMAGE_SIDE, IMAGE_SIDE)
+    low = templates.amin(dim=(1, 2, 3), keepdim=True)
+    high = templates.amax(dim=(1, 2, 3), keepdim=True)
+    return (templates - low) / (high - low).clamp_min(1e-12)
+
+
+def confusion_image(confusion: torch.Tensor, class_names: list[str], cell: int = 48) -> torch.Tensor:
+    """The confusion matrix as an H x W x 3 uint8 heat map with class names and counts."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    n = len(class_names)
+    margin = 90
+    size = margin + n * cell
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    # Row-normalised, so each row shows where that true class went.
+    rates = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
+    for row in range(n):
+        draw.text((4, margin + row * cell + cell // 2 - 5), class_names[row][:13], fill="black")
+        draw.text((margin + row * cell + 2, margin - 14 - 12 * (row % 2)), class_names[row][:7], fill="black")
+        for col in range(n):
+            shade = int(255 * (1 - float(rates[row, col])))
+            x0, y0 = margin + col * cell, margin + row * cell
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255),
+                           outline=(200, 200, 200))
+            text_colour = "white" if shade < 128 else "black"
+            draw.text((x0 + 4, y0 + cell // 2 - 5), str(int(confusion[row, col])), fill=text_colour)
+    return torch.from_numpy(np.asarray(image).copy())
+
+
+def save_png(images: torch.Tensor, path: Path, nrow: int = 10, scale: int = 4) -> None:
+    """Save N x C x H x W images in [0, 1] as one PNG grid, each image enlarged `scale` times."""
+    from torchvision.utils import save_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    enlarged = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
+    save_image(enlarged, str(path), nrow=nrow, padding=2, pad_value=1.0)
