@@ -68,7 +68,7 @@ def build_checkpoint(
         "optimizer_state": optimizer_state,
         "rng_state": {name: state.cpu() for name, state in rng_state.items()},
         "input_standardization": input_standardization,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # a TorchVersion object would not load weights-only
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -45,7 +45,7 @@ DataDirOption = Annotated[
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one red error line on stderr and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -263,3 +263,67 @@ def _train_json(result) -> dict:
         "hparams": result.hparams.as_dict(),
         "interrupted": result.interrupted,
     }
+
+
+CheckpointArgument = Annotated[
+    Path, typer.Argument(help="A checkpoint written by `softmax train`.", show_default=False)
+]
+
+
+def _load_checkpoint_or_fail(path: Path) -> dict:
+    from softmax_cli import checkpoint as ckpt
+
+    try:
+        return ckpt.load_checkpoint(path)
+    except SoftmaxError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: CheckpointArgument,
+    data_dir: DataDirOption = None,
+    device: DeviceOption = "auto",
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Evaluation batch size. [default: the checkpoint's]", show_default=False)] = None,
+    weights_png: Annotated[Optional[Path], typer.Option(help="Also write the 10 learned weight templates as a PNG.", show_default=False)] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate a checkpoint on the 10,000 test images: accuracy, loss, per-class table, confusion matrix."""
+    from softmax_cli import core
+    from softmax_cli.metrics import per_class_metrics
+    from softmax_cli.ui import render_evaluation
+
+    loaded = _load_checkpoint_or_fail(checkpoint)
+    torch_device = _device_or_usage_error(device)
+    target = resolve_data_dir(data_dir)
+    try:
+        _ensure_data(target)
+        evaluation, model = core.evaluate_checkpoint(loaded, target, torch_device, batch_size)
+    except SoftmaxError as exc:
+        raise fail(str(exc)) from None
+    names = loaded["class_names"]
+    per_class = per_class_metrics(evaluation.confusion, names)
+    render_evaluation(console, checkpoint, loaded, evaluation, per_class)
+    if weights_png is not None:
+        from softmax_cli.viz import save_png, weight_templates
+
+        _write_png(lambda: save_png(weight_templates(model.weight_bias()[0]), weights_png, nrow=10), weights_png)
+    if as_json:
+        _print_json({
+            "checkpoint": str(checkpoint),
+            "impl": loaded["impl"],
+            "epoch": loaded["epoch"],
+            "test_acc": evaluation.accuracy,
+            "test_loss": evaluation.loss,
+            "n": evaluation.n,
+            "per_class": per_class,
+            "confusion_matrix": evaluation.confusion.tolist(),
+        })
+
+
+def _write_png(write, path: Path) -> None:
+    try:
+        write()
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    console.print(f"Wrote {path}", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import (
@@ -121,3 +122,34 @@ class TrainingDisplay:
 
     def on_train_end(self, result, model) -> None:
         pass
+
+
+def render_evaluation(console: Console, path, checkpoint: dict, evaluation, per_class: list[dict]) -> None:
+    """Summary, per-class table and confusion matrix of `softmax eval`."""
+    hparams = checkpoint["hparams"]
+    settings = ", ".join(f"{key} {hparams[key]}" for key in ("lr", "batch_size", "seed", "momentum",
+                                                               "weight_decay", "schedule", "standardize")
+                         if key in hparams)
+    console.print(f"[bold]{path}[/]: {checkpoint['impl']}, epoch {checkpoint['epoch']} ({settings})",
+                  highlight=False, soft_wrap=True)
+    console.print(f"test accuracy [bold]{evaluation.accuracy:.4f}[/], mean cross-entropy "
+                  f"{evaluation.loss:.4f} on {evaluation.n:,} test images", highlight=False)
+    table = Table(title="Per class", title_justify="left", header_style="bold")
+    table.add_column("class")
+    for name in ("accuracy", "precision", "recall", "support"):
+        table.add_column(name, justify="right")
+    for row in per_class:
+        table.add_row(row["class"], f"{row['accuracy']:.4f}", f"{row['precision']:.4f}",
+                      f"{row['recall']:.4f}", str(row["support"]))
+    console.print(table)
+    names = [row["class"] for row in per_class]
+    # Numbered columns keep the 10 x 10 matrix within 80 columns; the row labels name the numbers.
+    matrix = Table(title="Confusion matrix (rows: true class, columns: predicted class number)",
+                   title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
+    matrix.add_column("true \\ predicted", no_wrap=True)
+    for k in range(len(names)):
+        matrix.add_column(str(k), justify="right")
+    for k, name in enumerate(names):
+        cells = [f"[bold]{int(v)}[/]" if j == k else str(int(v)) for j, v in enumerate(evaluation.confusion[k])]
+        matrix.add_row(f"{k} {name}", *cells)
+    console.print(matrix)
