@@ -31,7 +31,6 @@ from softmax_cli.data import (
     Split,
     class_names,
     read_split,
-    to_unit_float,
     validation_indices,
 )
 from softmax_cli.errors import SoftmaxError, TrainingDiverged
@@ -396,9 +395,21 @@ class _Data:
 
 
 def input_statistics(train: Split) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel mean and std of the train split in [0, 1] units; std floored at one grey level."""
-    pixels = to_unit_float(train.images).reshape(-1, NUM_INPUTS)
-    return pixels.mean(0), pixels.std(0).clamp_min(1 / 255)
+    """Per-pixel mean and std of the train split in [0, 1] units; std floored at one grey level.
+
+    Summed in chunks so the split is never held as float32 (188 MB) at once.
+    """
+    pixels = train.images.reshape(len(train), NUM_INPUTS)
+    total = torch.zeros(NUM_INPUTS, dtype=torch.float64)
+    squares = torch.zeros(NUM_INPUTS, dtype=torch.float64)
+    for chunk in pixels.split(8192):
+        values = chunk.to(torch.float64) / 255
+        total += values.sum(0)
+        squares += (values * values).sum(0)
+    n = len(pixels)
+    mean = total / n
+    variance = (squares - n * mean * mean) / max(n - 1, 1)
+    return mean.float(), variance.clamp_min(0).sqrt().float().clamp_min(1 / 255)
 
 
 def _prepare_data(hparams: Hparams, data_dir: Path, device: torch.device, workers: int,

@@ -90,8 +90,8 @@ def validation_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor
 
 
 def to_unit_float(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels -> float32 in [0, 1] with a channel axis, the same arithmetic as ToTensor."""
-    return images_u8.unsqueeze(1).to(torch.float32).div(255)
+    """uint8 pixels -> float32 in [0, 1] shaped B x 1 x 28 x 28, the same arithmetic as ToTensor."""
+    return images_u8.to(torch.float32).div_(255).view(-1, 1, IMAGE_SIDE, IMAGE_SIDE)
 
 
 class MemoryBatches:
@@ -109,7 +109,9 @@ class MemoryBatches:
         shuffle: bool,
         generator: torch.Generator | None = None,
     ) -> None:
-        self.images = split.images.to(device)
+        # Rows of 784 bytes: index_select on a 2-D uint8 tensor is ~3x faster than
+        # advanced indexing of N x 28 x 28, and the cast stays per batch (RAM stays uint8).
+        self.images = split.images.reshape(len(split), NUM_INPUTS).to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
         self.device = device
@@ -124,15 +126,15 @@ class MemoryBatches:
         return len(self.labels)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator, device=self.device)
-        for start in range(0, n, self.batch_size):
-            if self.shuffle:
-                index = order[start : start + self.batch_size]
-                yield to_unit_float(self.images[index]), self.labels[index]
-            else:
-                yield to_unit_float(self.images[start : start + self.batch_size]), self.labels[start : start + self.batch_size]
+        n, size = len(self.labels), self.batch_size
+        if not self.shuffle:
+            for start in range(0, n, size):
+                yield to_unit_float(self.images[start : start + size]), self.labels[start : start + size]
+            return
+        order = torch.randperm(n, generator=self.generator, device=self.device)
+        for start in range(0, n, size):
+            index = order[start : start + size]
+            yield to_unit_float(self.images.index_select(0, index)), self.labels.index_select(0, index)
 
 
 class _SeededPermutationSampler(torch.utils.data.Sampler):
