@@ -80,3 +80,12 @@ def real_data_dir() -> Path:
     if not all((REAL_DATA_DIR / name).is_file() for name in REAL_FILES):
         pytest.skip(f"real Fashion-MNIST not found at {REAL_DATA_DIR} (needs the four official .gz files)")
     return REAL_DATA_DIR
+
+
+def invoke(*args):
+    """Run the real `softmax` Typer app in-process; stdout and stderr stay apart on the result."""
+    from typer.testing import CliRunner
+
+    from softmax_cli.cli import app
+
+    return CliRunner().invoke(app, [str(arg) for arg in args])

@@ -1,0 +1,136 @@
+"""The hand-written pieces against PyTorch's, and the two implementations against each other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from softmax_cli import core
+from softmax_cli.config import Hparams, RunPaths
+
+
+def test_stable_softmax_matches_torch_even_at_extreme_logits():
+    logits = torch.randn(64, 10, generator=torch.Generator().manual_seed(0)) * 5
+    torch.testing.assert_close(core.softmax(logits), torch.softmax(logits, dim=1))
+    extreme = torch.tensor([[1000.0, -1000.0, 0.0] + [0.0] * 7, [-1000.0] * 9 + [1000.0]])
+    stable = core.softmax(extreme)
+    assert torch.isfinite(stable).all()
+    torch.testing.assert_close(stable, torch.softmax(extreme, dim=1))
+
+
+def test_naive_softmax_is_the_books_and_overflows_at_large_logits():
+    logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(core.softmax_naive(logits), torch.softmax(logits, dim=1))
+    extreme = torch.tensor([[1000.0] + [0.0] * 9])
+    assert not torch.isfinite(core.softmax_naive(extreme)).all()
+
+
+def test_cross_entropy_matches_torch_and_naive_form_overflows():
+    gen = torch.Generator().manual_seed(2)
+    logits, y = torch.randn(32, 10, generator=gen) * 3, torch.randint(0, 10, (32,), generator=gen)
+    torch.testing.assert_close(core.cross_entropy(logits, y), F.cross_entropy(logits, y, reduction="none"))
+    torch.testing.assert_close(core.cross_entropy_naive(core.softmax_naive(logits), y),
+                               F.cross_entropy(logits, y, reduction="none"))
+    extreme, target = torch.tensor([[1000.0, -1000.0] + [0.0] * 8]), torch.tensor([1])
+    torch.testing.assert_close(core.cross_entropy(extreme, target), F.cross_entropy(extreme, target, reduction="none"))
+    assert not torch.isfinite(core.cross_entropy_naive(core.softmax_naive(extreme), target)).all()
+
+
+@pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 1e-3)])
+def test_scratch_sgd_step_equals_torch_optim_sgd(momentum, weight_decay):
+    gen = torch.Generator().manual_seed(3)
+    X, y = torch.rand(16, 784, generator=gen), torch.randint(0, 10, (16,), generator=gen)
+    W0 = torch.randn(784, 10, generator=gen) * 0.01
+    mine = W0.clone().requires_grad_(True)
+    theirs = W0.clone().requires_grad_(True)
+    optimizer = torch.optim.SGD([theirs], lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    buffers = [None]
+    for _ in range(3):
+        core.cross_entropy(X @ mine, y).sum().backward()
+        core.sgd([mine], 0.1, len(y), momentum, weight_decay, buffers)
+        optimizer.zero_grad()
+        F.cross_entropy(X @ theirs, y).backward()
+        optimizer.step()
+    torch.testing.assert_close(mine.detach(), theirs.detach())
+    assert mine.grad.abs().sum() == 0  # zeroed for the next step, as the book does
+
+
+def test_both_implementations_start_from_the_same_weights():
+    hparams = Hparams(seed=7)
+    scratch = core.make_model(Hparams(impl="scratch", seed=7), torch.device("cpu"))
+    concise = core.make_model(Hparams(impl="concise", seed=7), torch.device("cpu"))
+    for a, b in zip(scratch.weight_bias(), concise.weight_bias()):
+        assert torch.equal(a, b)
+    assert scratch.weight_bias()[0].shape == (784, 10)
+    assert abs(float(scratch.weight_bias()[0].std()) - 0.01) < 0.001
+    assert hparams.seed == 7
+
+
+def _fit(data_dir: Path, tmp_path: Path, **overrides):
+    hparams = Hparams(**{"epochs": 1, "batch_size": 64, **overrides})
+    run = tmp_path / f"{hparams.impl}-{len(list(tmp_path.iterdir()))}"
+    paths = RunPaths(data_dir=data_dir, log_dir=run, checkpoint=run / "checkpoint.pt")
+    model_holder = {}
+
+    class Keep(core.TrainingCallbacks):
+        def on_train_end(self, result, model):
+            model_holder["model"] = model
+
+    result = core.fit(hparams, paths, torch.device("cpu"), Keep())
+    return result, model_holder["model"]
+
+
+def test_scratch_and_concise_agree_after_an_epoch(synthetic_data_dir, tmp_path):
+    scratch_result, scratch = _fit(synthetic_data_dir, tmp_path, impl="scratch")
+    concise_result, concise = _fit(synthetic_data_dir, tmp_path, impl="concise")
+    for a, b in zip(scratch.weight_bias(), concise.weight_bias()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    s, c = scratch_result.history[-1], concise_result.history[-1]
+    assert s["train_loss"] == pytest.approx(c["train_loss"], rel=1e-4)
+    assert s["train_acc"] == c["train_acc"] and s["test_acc"] == c["test_acc"]
+
+
+@pytest.mark.parametrize("impl", ["scratch", "concise"])
+def test_training_on_synthetic_data_reaches_high_accuracy(synthetic_data_dir, tmp_path, impl):
+    result, _ = _fit(synthetic_data_dir, tmp_path, impl=impl, epochs=5)
+    losses = [entry["train_loss"] for entry in result.history]
+    assert losses[-1] < losses[0]
+    assert result.history[-1]["test_acc"] >= 0.95
+    assert result.checkpoint is not None and result.checkpoint.is_file()
+
+
+def test_memory_and_dataloader_paths_give_identical_results(synthetic_data_dir, tmp_path):
+    memory, _ = _fit(synthetic_data_dir, tmp_path, impl="concise", epochs=2)
+    loader, _ = _fit(synthetic_data_dir, tmp_path, impl="concise", epochs=2, loader="dataloader")
+    for a, b in zip(memory.history, loader.history):
+        for key in ("train_loss", "train_acc", "test_acc"):
+            assert a[key] == b[key], key
+
+
+def test_same_seed_repeats_and_another_seed_differs(synthetic_data_dir, tmp_path):
+    first, _ = _fit(synthetic_data_dir, tmp_path, seed=11)
+    again, _ = _fit(synthetic_data_dir, tmp_path, seed=11)
+    other, _ = _fit(synthetic_data_dir, tmp_path, seed=12)
+    assert first.history[0]["train_loss"] == again.history[0]["train_loss"]
+    assert first.history[0]["train_loss"] != other.history[0]["train_loss"]
+
+
+def test_naive_softmax_at_a_huge_lr_diverges_and_stable_does_not(synthetic_data_dir, tmp_path):
+    with pytest.raises(core.TrainingDiverged, match="epoch 1.*LogSumExp"):
+        _fit(synthetic_data_dir, tmp_path, naive_softmax=True, lr=1e4)
+    result, _ = _fit(synthetic_data_dir, tmp_path, lr=1e4)
+    assert all(torch.isfinite(torch.tensor(entry["train_loss"])) for entry in result.history)
+
+
+def test_resolve_device_rejects_missing_hardware():
+    assert core.resolve_device("cpu") == torch.device("cpu")
+    assert core.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            core.resolve_device("cuda:0")
+    else:
+        with pytest.raises(ValueError, match="no such GPU"):
+            core.resolve_device(f"cuda:{torch.cuda.device_count()}")

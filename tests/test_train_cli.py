@@ -1,0 +1,127 @@
+"""`softmax train` end to end through the real CLI: JSON, TensorBoard, bad options, real figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import invoke
+
+
+def _train(tmp_path: Path, data_dir: Path, *extra):
+    return invoke("train", "--data-dir", data_dir, "--runs-dir", tmp_path / "runs", "--device", "cpu", *extra)
+
+
+def test_train_json_is_the_only_stdout_and_matches_the_run(synthetic_data_dir, tmp_path):
+    result = _train(tmp_path, synthetic_data_dir, "--impl", "concise", "--epochs", "2", "--batch-size", "64",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload) >= {"impl", "device", "epochs", "history", "checkpoint", "log_dir", "hparams"}
+    assert payload["impl"] == "concise" and payload["epochs"] == 2 and payload["device"] == "cpu"
+    assert [entry["epoch"] for entry in payload["history"]] == [1, 2]
+    for entry in payload["history"]:
+        assert set(entry) >= {"epoch", "train_loss", "train_acc", "test_acc", "seconds"}
+    log_dir = Path(payload["log_dir"])
+    assert log_dir.parent == tmp_path / "runs" / "concise"
+    assert Path(payload["checkpoint"]) == log_dir / "checkpoint.pt"
+    assert payload["hparams"]["lr"] == 0.1 and payload["hparams"]["seed"] == 326
+    # The human table went to stderr.
+    assert "train loss" in result.stderr and "tensorboard --logdir" in result.stderr
+
+
+def test_tensorboard_run_holds_the_tags_and_runs_never_mix(synthetic_data_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for _ in range(2):
+        assert _train(tmp_path, synthetic_data_dir, "--epochs", "2", "--batch-size", "64").exit_code == 0
+    runs = sorted((tmp_path / "runs" / "scratch").iterdir())
+    assert len(runs) == 2  # two runs, two folders: nothing overwritten or mixed
+    events = EventAccumulator(str(runs[0]), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"loss/train", "accuracy/train", "accuracy/test"} <= set(tags["scalars"])
+    assert [event.step for event in events.Scalars("accuracy/test")] == [1, 2]
+    assert "weights" in tags["images"] and "confusion_matrix" in tags["images"]
+    assert any(path.name.startswith("events.out.tfevents") for path in runs[1].iterdir())
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--lr", "0"], "--lr"),
+        (["--lr", "-1"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--workers", "-1"], "--workers"),
+        (["--impl", "keras"], "--impl"),
+        (["--loader", "ffcv"], "--loader"),
+        (["--device", "tpu"], "--device"),
+        (["--device", "cuda:99"], "--device"),
+        (["--impl", "concise", "--naive-softmax"], "--naive-softmax"),
+        (["--val-split", "1.5"], "--val-split"),
+    ],
+)
+def test_bad_options_are_usage_errors(args, message, synthetic_data_dir, tmp_path):
+    result = _train(tmp_path, synthetic_data_dir, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_workers_with_the_memory_loader_is_noted_not_an_error(synthetic_data_dir, tmp_path):
+    result = _train(tmp_path, synthetic_data_dir, "--epochs", "1", "--workers", "2")
+    assert result.exit_code == 0 and "--workers only applies" in result.stderr
+
+
+def test_diverging_naive_softmax_stops_with_a_clear_message(synthetic_data_dir, tmp_path):
+    result = _train(tmp_path, synthetic_data_dir, "--naive-softmax", "--lr", "10000", "--epochs", "3")
+    assert result.exit_code == 1
+    text = " ".join(result.stderr.split())
+    assert "epoch 1" in text and "LogSumExp" in text and "Traceback" not in result.output
+
+
+def test_dataloader_workers_run_from_the_console_script(synthetic_data_dir, tmp_path):
+    """The seed article's DataLoader workers crashed outside a notebook; ours start from `softmax`."""
+    script = Path(sys.executable).with_name("softmax")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "softmax_cli"]
+    completed = subprocess.run(
+        [*command, "train", "--loader", "dataloader", "--workers", "2", "--epochs", "1", "--batch-size", "64",
+         "--data-dir", str(synthetic_data_dir), "--runs-dir", str(tmp_path / "runs"), "--device", "cpu", "--json"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "120"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["hparams"]["loader"] == "dataloader"
+
+
+def test_help_imports_nothing_heavy():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from softmax_cli.cli import app\n"
+        "for args in (['--help'], ['train', '--help'], ['eval', '--help'], ['download', '--help']):\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'tensorboard') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("impl", ["scratch", "concise"])
+def test_ten_book_epochs_on_real_data_reach_the_books_accuracy(impl, real_data_dir, tmp_path):
+    data_dir = tmp_path / "data"
+    assert invoke("download", "--from", real_data_dir, "--data-dir", data_dir).exit_code == 0
+    result = _train(tmp_path, data_dir, "--impl", impl, "--json")
+    assert result.exit_code == 0, result.output
+    last = json.loads(result.stdout)["history"][-1]
+    assert last["epoch"] == 10
+    assert 0.825 <= last["test_acc"] <= 0.845
+    # The seed article: train loss 0.4472 after 10 concise epochs.
+    assert last["train_loss"] == pytest.approx(0.4472, abs=0.01)
