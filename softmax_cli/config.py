@@ -52,10 +52,11 @@ class Hparams:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
-    def lr_at(self, epoch_index: int) -> float:
-        """Learning rate for the 0-based epoch: constant, or cosine-annealed over `epochs` to 0."""
+    def lr_at(self, progress: float) -> float:
+        """Learning rate after `progress` (0 to 1) of all training steps: constant, or cosine-annealed
+        towards 0 step by step (as torch's CosineAnnealingLR stepped every batch)."""
         if self.schedule == "cosine":
-            return self.lr * 0.5 * (1.0 + math.cos(math.pi * epoch_index / self.epochs))
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.lr
 
 

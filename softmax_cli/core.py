@@ -296,10 +296,15 @@ def evaluate(model: SoftmaxRegression, batches: Iterable) -> Evaluation:
     return Evaluation(loss=loss_sum.item() / n, accuracy=int(confusion.trace()) / n, confusion=confusion, n=n)
 
 
-def train_epoch(model: SoftmaxRegression, batches, on_batch=None) -> tuple[float, float]:
-    """One pass over the training batches; returns (mean loss, accuracy) read once at the end."""
+def train_epoch(model: SoftmaxRegression, batches, on_batch=None, lr_for_batch=None) -> tuple[float, float]:
+    """One pass over the training batches; returns (mean loss, accuracy) read once at the end.
+
+    lr_for_batch(i), when given, sets the learning rate before the i-th step (a schedule).
+    """
     loss_sum = correct = None
-    for X, y in batches:
+    for i, (X, y) in enumerate(batches):
+        if lr_for_batch is not None:
+            model.set_lr(lr_for_batch(i))
         losses, logits = model.train_step(X, y)
         batch_loss, batch_correct = losses.sum(), (logits.argmax(1) == y).sum()
         loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
@@ -308,6 +313,15 @@ def train_epoch(model: SoftmaxRegression, batches, on_batch=None) -> tuple[float
             on_batch()
     n = batches.num_examples
     return loss_sum.item() / n, correct.item() / n
+
+
+def _schedule_for_epoch(hparams: Hparams, epoch_index: int, batches_per_epoch: int):
+    """The per-batch learning rates of one epoch, or None when the rate is constant."""
+    if hparams.schedule == "constant":
+        return None
+    total = hparams.epochs * batches_per_epoch
+    first = epoch_index * batches_per_epoch
+    return lambda i: hparams.lr_at((first + i) / total)
 
 
 @dataclass
@@ -473,9 +487,10 @@ def fit(
                                           data.train.num_examples, paths))
     try:
         for epoch_index in range(start_epoch, hparams.epochs):
-            model.set_lr(hparams.lr_at(epoch_index))
+            model.set_lr(hparams.lr)
+            schedule = _schedule_for_epoch(hparams, epoch_index, len(data.train))
             started = time.perf_counter()
-            train_loss, train_acc = train_epoch(model, data.train, callbacks.on_batch_end)
+            train_loss, train_acc = train_epoch(model, data.train, callbacks.on_batch_end, schedule)
             train_seconds = time.perf_counter() - started
             epoch = epoch_index + 1
             if not math.isfinite(train_loss):
@@ -485,7 +500,8 @@ def fit(
             metrics = EpochMetrics(
                 epoch=epoch, train_loss=train_loss, train_acc=train_acc,
                 test_acc=result.final_evaluation.accuracy, seconds=time.perf_counter() - started,
-                examples_per_s=data.train.num_examples / train_seconds, lr=hparams.lr_at(epoch_index),
+                examples_per_s=data.train.num_examples / train_seconds,
+                lr=schedule(len(data.train) - 1) if schedule else hparams.lr,
                 val_acc=val_acc,
             )
             history.append(metrics.as_dict())
