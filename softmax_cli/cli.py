@@ -158,26 +158,50 @@ def _print_json(payload: dict) -> None:
     sys.stdout.flush()
 
 
+# Training options, shared by `train` and `compare`. None means "not given", so that a preset
+# or a resumed checkpoint supplies the value and an explicit option can be told apart.
+ImplOption = Annotated[Optional[Impl], typer.Option(help="Implementation: scratch (the book's 3.6) or concise (3.7). [default: scratch]", show_default=False)]
+EpochsOption = Annotated[Optional[int], typer.Option(min=1, help="Epochs in total (a resumed run counts the checkpoint's). [default: 10]", show_default=False)]
+LrOption = Annotated[Optional[float], typer.Option(callback=_check_lr, help="Learning rate. [default: 0.1; tuned preset 0.05]", show_default=False)]
+BatchSizeOption = Annotated[Optional[int], typer.Option(min=1, help="Minibatch size. [default: 256]", show_default=False)]
+WorkersOption = Annotated[Optional[int], typer.Option(min=0, help="DataLoader worker processes (--loader dataloader only). [default: min(4, CPUs)]", show_default=False)]
+LoaderOption = Annotated[Optional[Loader], typer.Option(help="memory: the split held on the device, indexed batches (fast). dataloader: the book's ToTensor + DataLoader pipeline. [default: memory]", show_default=False)]
+SeedOption = Annotated[Optional[int], typer.Option(help="Seed, set before the weights are drawn. [default: 326]", show_default=False)]
+RunsDirOption = Annotated[Path, typer.Option(help="Runs go to RUNS_DIR/<impl>/<timestamp>-<tag>/.")]
+NaiveSoftmaxOption = Annotated[Optional[bool], typer.Option("--naive-softmax", help="scratch only: the book's exact exp/sum softmax and -log cross-entropy, which overflow for large logits.", show_default=False)]
+PresetOption = Annotated[Optional[Preset], typer.Option(help="book: the book's settings. tuned: momentum 0.9, weight decay 1e-4, cosine from lr 0.05, standardised pixels. Explicit options override. [default: book]", show_default=False)]
+MomentumOption = Annotated[Optional[float], typer.Option(callback=_check_non_negative, help="SGD momentum. [default: 0]", show_default=False)]
+WeightDecayOption = Annotated[Optional[float], typer.Option(callback=_check_non_negative, help="L2 weight decay. [default: 0]", show_default=False)]
+ScheduleOption = Annotated[Optional[Schedule], typer.Option(help="Learning rate: constant, or cosine-annealed to 0 over all steps. [default: constant]", show_default=False)]
+StandardizeOption = Annotated[Optional[bool], typer.Option("--standardize/--no-standardize", help="Standardise each pixel by the train split's mean/std (kept in the checkpoint). [default: off]", show_default=False)]
+ValSplitOption = Annotated[Optional[float], typer.Option(callback=_check_fraction, help="Hold out this fraction of the train split and report validation accuracy. [default: 0]", show_default=False)]
+
+
+def _given_options(**options) -> dict:
+    """The training options as Hparams field values (enums to their names; None = not given)."""
+    return {name: value.value if isinstance(value, Enum) else value for name, value in options.items()}
+
+
 @app.command()
 def train(
-    impl: Annotated[Optional[Impl], typer.Option(help="Implementation: scratch (the book's 3.6) or concise (3.7). [default: scratch]", show_default=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs in total (a resumed run counts the checkpoint's). [default: 10]", show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(callback=_check_lr, help="Learning rate. [default: 0.1; tuned preset 0.05]", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Minibatch size. [default: 256]", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader worker processes (--loader dataloader only). [default: min(4, CPUs)]", show_default=False)] = None,
-    loader: Annotated[Optional[Loader], typer.Option(help="memory: the split held on the device, indexed batches (fast). dataloader: the book's ToTensor + DataLoader pipeline. [default: memory]", show_default=False)] = None,
+    impl: ImplOption = None,
+    epochs: EpochsOption = None,
+    lr: LrOption = None,
+    batch_size: BatchSizeOption = None,
+    workers: WorkersOption = None,
+    loader: LoaderOption = None,
     device: DeviceOption = "auto",
-    seed: Annotated[Optional[int], typer.Option(help="Seed, set before the weights are drawn. [default: 326]", show_default=False)] = None,
+    seed: SeedOption = None,
     data_dir: DataDirOption = None,
-    runs_dir: Annotated[Path, typer.Option(help="TensorBoard runs go to RUNS_DIR/<impl>/<timestamp>-<tag>/.")] = Path("runs"),
+    runs_dir: RunsDirOption = Path("runs"),
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint path, rewritten after every epoch. [default: <run folder>/checkpoint.pt]", show_default=False)] = None,
-    naive_softmax: Annotated[Optional[bool], typer.Option("--naive-softmax", help="scratch only: the book's exact exp/sum softmax and -log cross-entropy, which overflow for large logits.", show_default=False)] = None,
-    preset: Annotated[Optional[Preset], typer.Option(help="book: the book's settings. tuned: momentum 0.9, weight decay 1e-4, cosine from lr 0.05, standardised pixels. Explicit options override. [default: book]", show_default=False)] = None,
-    momentum: Annotated[Optional[float], typer.Option(callback=_check_non_negative, help="SGD momentum. [default: 0]", show_default=False)] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(callback=_check_non_negative, help="L2 weight decay. [default: 0]", show_default=False)] = None,
-    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule over the epochs. [default: constant]", show_default=False)] = None,
-    standardize: Annotated[Optional[bool], typer.Option("--standardize/--no-standardize", help="Standardise each pixel by the train split's mean/std (kept in the checkpoint). [default: off]", show_default=False)] = None,
-    val_split: Annotated[Optional[float], typer.Option(callback=_check_fraction, help="Hold out this fraction of the train split and report validation accuracy. [default: 0]", show_default=False)] = None,
+    naive_softmax: NaiveSoftmaxOption = None,
+    preset: PresetOption = None,
+    momentum: MomentumOption = None,
+    weight_decay: WeightDecayOption = None,
+    schedule: ScheduleOption = None,
+    standardize: StandardizeOption = None,
+    val_split: ValSplitOption = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a checkpoint up to --epochs in total, with its settings and optimizer state.", show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -185,12 +209,11 @@ def train(
     from softmax_cli import checkpoint as ckpt
     from softmax_cli.config import ConflictingOption, RunPaths, resolve_hparams
 
-    given = {
-        "impl": impl.value if impl else None, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-        "loader": loader.value if loader else None, "seed": seed, "naive_softmax": naive_softmax,
-        "momentum": momentum, "weight_decay": weight_decay, "schedule": schedule.value if schedule else None,
-        "standardize": standardize, "val_split": val_split,
-    }
+    given = _given_options(
+        impl=impl, epochs=epochs, lr=lr, batch_size=batch_size, loader=loader, seed=seed,
+        naive_softmax=naive_softmax, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+        standardize=standardize, val_split=val_split,
+    )
     resumed = None
     if resume is not None:
         try:
@@ -327,3 +350,6 @@ def _write_png(write, path: Path) -> None:
     except (OSError, ValueError) as exc:
         raise fail(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
     console.print(f"Wrote {path}", highlight=False)
+
+# Commands defined in their own modules register themselves on `app` when imported.
+from softmax_cli import cli_bench, cli_explore  # noqa: E402,F401

@@ -566,3 +566,76 @@ def make_run_dir(runs_dir: Path, impl: str, tag: str) -> Path:
         except OSError as exc:
             raise SoftmaxError(f"cannot create the run folder {candidate}: {exc.strerror}") from None
     raise SoftmaxError(f"cannot create a fresh run folder under {base}")
+
+
+@dataclass
+class Predictions:
+    """Test examples with the model's verdicts: index in the test split, image, label, prediction, confidence."""
+
+    indices: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
+    predicted: torch.Tensor
+    confidence: torch.Tensor
+
+
+def predict_test_examples(checkpoint: dict, data_dir: Path, device: torch.device, count: int,
+                          only_wrong: bool = False) -> Predictions:
+    """The first `count` test images (or the first `count` misclassified ones) with their predictions."""
+    model = model_from_checkpoint(checkpoint, device)
+    test = read_split(data_dir, "test")
+    batches = MemoryBatches(test, int(checkpoint["hparams"].get("batch_size", 256)), device, shuffle=False)
+    with torch.no_grad():
+        probabilities = torch.cat([torch.softmax(model.logits(X), dim=1) for X, _ in batches]).cpu()
+    confidence, predicted = probabilities.max(dim=1)
+    candidates = torch.nonzero(predicted != test.labels).flatten() if only_wrong else torch.arange(len(test))
+    chosen = candidates[:count]
+    return Predictions(chosen, test.images[chosen], test.labels[chosen], predicted[chosen], confidence[chosen])
+
+
+@dataclass
+class ComparedEpoch:
+    """One epoch of scratch and concise side by side, and how far apart their weights are."""
+
+    epoch: int
+    scratch: dict
+    concise: dict
+    max_weight_diff: float
+    max_bias_diff: float
+
+
+class _WeightSnapshots(TrainingCallbacks):
+    def __init__(self) -> None:
+        self.weights: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def on_epoch_end(self, metrics, model):
+        self.weights.append(tuple(t.detach().cpu().clone() for t in model.weight_bias()))
+
+
+def compare_implementations(hparams: Hparams, data_dir: Path, run_dir: Path, device: torch.device,
+                            workers: int = 0, make_callbacks=None) -> list[ComparedEpoch]:
+    """Train scratch and concise from the same seed, so from the same initial weights and the
+    same batch order, and compare them after every epoch.
+
+    make_callbacks(impl) may supply display callbacks for each of the two runs.
+    """
+    runs = {}
+    for impl in ("scratch", "concise"):
+        run_hparams = Hparams(**{**hparams.as_dict(), "impl": impl,
+                                 "naive_softmax": hparams.naive_softmax and impl == "scratch"})
+        snapshots = _WeightSnapshots()
+        extra = make_callbacks(impl) if make_callbacks else []
+        paths = RunPaths(data_dir=data_dir, log_dir=run_dir, checkpoint=run_dir / f"{impl}.pt")
+        result = fit(run_hparams, paths, device, CallbackList([snapshots, *extra]), workers=workers)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        runs[impl] = (result.history, snapshots.weights)
+    (scratch_history, scratch_weights), (concise_history, concise_weights) = runs["scratch"], runs["concise"]
+    return [
+        ComparedEpoch(
+            epoch=s_entry["epoch"], scratch=s_entry, concise=c_entry,
+            max_weight_diff=float((s_w[0] - c_w[0]).abs().max()),
+            max_bias_diff=float((s_w[1] - c_w[1]).abs().max()),
+        )
+        for s_entry, c_entry, s_w, c_w in zip(scratch_history, concise_history, scratch_weights, concise_weights)
+    ]

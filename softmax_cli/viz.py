@@ -49,3 +49,29 @@ def save_png(images: torch.Tensor, path: Path, nrow: int = 10, scale: int = 4) -
     path.parent.mkdir(parents=True, exist_ok=True)
     enlarged = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
     save_image(enlarged, str(path), nrow=nrow, padding=2, pad_value=1.0)
+
+
+def prediction_grid(images_u8: torch.Tensor, titles: list[tuple[str, str]], wrong: list[bool],
+                    columns: int = 6, scale: int = 3) -> "Image.Image":
+    """A grid of test images, each titled with its true and predicted class (as the book's
+    predict_ch3 does), the wrong ones titled in red and framed. Returns a PIL image."""
+    from PIL import Image, ImageDraw
+
+    side = IMAGE_SIDE * scale
+    title_height = 26
+    cell_width = max(side, 96)
+    rows = -(-len(titles) // columns)
+    sheet = Image.new("RGB", (columns * (cell_width + 8), rows * (side + title_height + 8)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (image, (true_name, predicted_name), is_wrong) in enumerate(zip(images_u8, titles, wrong)):
+        x = (k % columns) * (cell_width + 8) + 4
+        y = (k // columns) * (side + title_height + 8) + 4
+        colour = (200, 0, 0) if is_wrong else (0, 0, 0)
+        draw.text((x, y), true_name, fill=(0, 0, 0))
+        draw.text((x, y + 12), ("x " if is_wrong else "") + predicted_name, fill=colour)
+        tile = Image.fromarray(image.numpy(), mode="L").resize((side, side), Image.NEAREST)
+        sheet.paste(tile, (x, y + title_height))
+        if is_wrong:
+            draw.rectangle([x - 2, y + title_height - 2, x + side + 1, y + title_height + side + 1], outline=colour,
+                           width=2)
+    return sheet

@@ -1,0 +1,352 @@
+"""`softmax eval` and `softmax train --resume`, end to end through the Typer app.
+
+Synthetic data (conftest's write_synthetic_dataset: 600 train / 200 test images) keeps
+each run to a fraction of a second; the real-data checks skip where the official files
+are absent. Everything runs on the CPU, where resuming is expected to be bit-exact:
+2 epochs + resume to 4 must give the very same tensors (torch.equal) as 4 in one go.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import write_synthetic_dataset
+from softmax_cli import checkpoint as ckpt
+from softmax_cli import core
+from softmax_cli.cli import app
+from softmax_cli.config import RunPaths, resolve_hparams
+from softmax_cli.metrics import per_class_metrics
+
+CPU = torch.device("cpu")
+EVAL_KEYS = {"checkpoint", "impl", "epoch", "test_acc", "test_loss", "n", "per_class", "confusion_matrix"}
+PER_CLASS_KEYS = {"class", "accuracy", "precision", "recall", "support"}
+TIMING_KEYS = {"seconds", "examples_per_s"}  # the only history fields allowed to differ between runs
+
+runner = CliRunner()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def only_json(result) -> dict:
+    """stdout must be exactly one JSON object on one line (human output goes to stderr)."""
+    assert result.stdout.endswith("\n") and result.stdout.count("\n") == 1, result.stdout
+    payload = json.loads(result.stdout)
+    assert isinstance(payload, dict)
+    return payload
+
+
+def assert_clean(result) -> None:
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+
+
+def train(data_dir: Path, folder: Path, *options) -> tuple[Path, dict]:
+    """`softmax train --json` on the CPU into folder/checkpoint.pt; returns (checkpoint, train's JSON)."""
+    path = folder / "checkpoint.pt"
+    result = invoke("train", "--data-dir", data_dir, "--device", "cpu", "--runs-dir", folder / "runs",
+                    "--checkpoint", path, "--json", *options)
+    assert_clean(result)
+    assert result.exit_code == 0, result.output
+    payload = only_json(result)
+    assert payload["checkpoint"] == str(path)
+    return path, payload
+
+
+def evaluate(path: Path, data_dir: Path, *options) -> dict:
+    result = invoke("eval", path, "--data-dir", data_dir, "--device", "cpu", "--json", *options)
+    assert_clean(result)
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.stderr  # the human report stays on stderr
+    return only_json(result)
+
+
+def check_eval_payload(payload: dict, path: Path, impl: str, epoch: int, n: int) -> None:
+    """Shape of eval's JSON, and every per-class figure derived from the confusion matrix."""
+    assert set(payload) == EVAL_KEYS
+    assert payload["checkpoint"] == str(path) and payload["impl"] == impl and payload["epoch"] == epoch
+    assert payload["n"] == n
+    assert math.isfinite(payload["test_loss"]) and payload["test_loss"] > 0
+    matrix = payload["confusion_matrix"]
+    assert len(matrix) == 10 and all(len(row) == 10 for row in matrix)
+    assert all(type(v) is int and v >= 0 for row in matrix for v in row)
+    assert sum(map(sum, matrix)) == n
+    diagonal = [matrix[k][k] for k in range(10)]
+    assert payload["test_acc"] == sum(diagonal) / n
+    per_class = payload["per_class"]
+    assert len(per_class) == 10 and all(set(row) == PER_CLASS_KEYS for row in per_class)
+    assert [row["class"] for row in per_class] == ckpt.load_checkpoint(path)["class_names"]
+    assert sum(row["support"] for row in per_class) == n
+    for k, row in enumerate(per_class):
+        support = sum(matrix[k])
+        predicted = sum(matrix[i][k] for i in range(10))
+        assert row["support"] == support
+        assert row["recall"] == pytest.approx(diagonal[k] / support if support else 0.0)
+        assert row["precision"] == pytest.approx(diagonal[k] / predicted if predicted else 0.0)
+        assert row["accuracy"] == pytest.approx((n - support - predicted + 2 * diagonal[k]) / n)
+
+
+def same_tensors(a, b) -> bool:
+    """Deep equality of checkpoint parts, tensors by torch.equal (bit for bit)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_tensors(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_tensors(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in entry.items() if k not in TIMING_KEYS} for entry in history]
+
+
+def assert_same_training(resumed: dict, straight: dict) -> None:
+    """A resumed run's checkpoint equals the uninterrupted one, bit for bit."""
+    assert resumed["epoch"] == straight["epoch"]
+    assert torch.equal(resumed["weight"], straight["weight"])
+    assert torch.equal(resumed["bias"], straight["bias"])
+    assert same_tensors(resumed["optimizer_state"], straight["optimizer_state"])
+    assert torch.equal(resumed["rng_state"]["shuffle"], straight["rng_state"]["shuffle"])
+    assert same_tensors(resumed["input_standardization"], straight["input_standardization"])
+    assert resumed["hparams"] == straight["hparams"]
+    assert without_timing(resumed["history"]) == without_timing(straight["history"])
+
+
+class InterruptAt(core.TrainingCallbacks):
+    """Simulates Ctrl-C after the given epoch's checkpoint is written."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, metrics, model):
+        if metrics.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The models here are tiny (784 x 10, batches of 256): a second intra-op thread only adds
+    synchronisation, which on a busy 2-core machine costs more than it saves. Restored after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    data_dir = tmp_path_factory.mktemp("eval-data")
+    write_synthetic_dataset(data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def scratch_2(data_dir, tmp_path_factory) -> Path:
+    """A book-preset scratch checkpoint after 2 of 2 epochs."""
+    path, _ = train(data_dir, tmp_path_factory.mktemp("scratch-2"), "--impl", "scratch", "--epochs", "2")
+    return path
+
+
+# --------------------------------------------------------------------------- 2. softmax eval
+
+
+EVAL_CONFIGS = {
+    "scratch": ["--impl", "scratch"],
+    "concise": ["--impl", "concise"],
+    "concise-tuned": ["--impl", "concise", "--preset", "tuned"],  # momentum, cosine, standardised pixels
+    "scratch-dataloader": ["--impl", "scratch", "--loader", "dataloader", "--workers", "0"],
+}
+
+
+@pytest.mark.parametrize("config", EVAL_CONFIGS, ids=list(EVAL_CONFIGS))
+def test_eval_reports_the_accuracy_train_reported(config, data_dir, tmp_path):
+    path, trained = train(data_dir, tmp_path, "--epochs", "2", *EVAL_CONFIGS[config])
+    payload = evaluate(path, data_dir)
+    check_eval_payload(payload, path, trained["impl"], epoch=2, n=200)
+    assert payload["test_acc"] == trained["history"][-1]["test_acc"]
+
+
+def test_eval_human_output_goes_to_stderr_only(scratch_2, data_dir):
+    result = invoke("eval", scratch_2, "--data-dir", data_dir, "--device", "cpu")
+    assert_clean(result)
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "test accuracy" in result.stderr and "Confusion matrix" in result.stderr
+
+
+def test_eval_batch_size_changes_nothing_but_rounding(scratch_2, data_dir):
+    default = evaluate(scratch_2, data_dir)
+    small = evaluate(scratch_2, data_dir, "--batch-size", "7")
+    check_eval_payload(small, scratch_2, "scratch", epoch=2, n=200)
+    assert small["confusion_matrix"] == default["confusion_matrix"]
+    assert small["test_acc"] == default["test_acc"]
+    assert small["test_loss"] == pytest.approx(default["test_loss"], rel=1e-5)
+
+
+def test_eval_refuses_an_unknown_device(scratch_2, data_dir):
+    result = invoke("eval", scratch_2, "--data-dir", data_dir, "--device", "tpu")
+    assert_clean(result)
+    assert result.exit_code == 2 and "--device" in result.output and result.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def real_data(real_data_dir, tmp_path_factory) -> Path:
+    data_dir = tmp_path_factory.mktemp("real-data")
+    result = invoke("download", "--from", real_data_dir, "--data-dir", data_dir)
+    assert result.exit_code == 0, result.output
+    return data_dir
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("impl", ["scratch", "concise"])
+def test_eval_matches_train_on_real_data(impl, real_data, tmp_path):
+    # One epoch in batches of 1024 keeps this to seconds on 2 cores (eval uses the same batch size).
+    path, trained = train(real_data, tmp_path, "--impl", impl, "--epochs", "1", "--batch-size", "1024")
+    payload = evaluate(path, real_data)
+    check_eval_payload(payload, path, impl, epoch=1, n=10_000)
+    assert payload["test_acc"] == trained["history"][-1]["test_acc"]
+    assert payload["test_acc"] > 0.6  # a linear model learns Fashion-MNIST quickly (~0.7 after this epoch)
+
+
+# --------------------------------------------------------------------------- per-class metrics
+
+
+def test_per_class_metrics_from_a_known_matrix():
+    confusion = torch.zeros(10, 10, dtype=torch.int64)
+    confusion[0, 0], confusion[0, 1] = 8, 2  # class 0: 10 examples, 8 right, 2 called class 1
+    confusion[1, 1], confusion[1, 0] = 5, 5  # class 1: 10 examples, 5 right, 5 called class 0
+    confusion[2, 1] = 4  # class 2: never predicted, 4 examples all called class 1
+    names = [f"c{k}" for k in range(10)]
+    rows = per_class_metrics(confusion, names)
+    n = 24
+    assert [row["class"] for row in rows] == names
+    assert rows[0] == {"class": "c0", "accuracy": (8 + (n - 10 - 13 + 8)) / n, "precision": 8 / 13,
+                       "recall": 8 / 10, "support": 10}
+    assert rows[1] == {"class": "c1", "accuracy": (5 + (n - 10 - 11 + 5)) / n, "precision": 5 / 11,
+                       "recall": 5 / 10, "support": 10}
+    assert rows[2] == {"class": "c2", "accuracy": (n - 4) / n, "precision": 0.0, "recall": 0.0, "support": 4}
+    assert rows[5] == {"class": "c5", "accuracy": 1.0, "precision": 0.0, "recall": 0.0, "support": 0}
+    assert all(type(row["support"]) is int for row in rows)  # JSON-ready, not tensors
+    json.dumps(rows)
+
+
+def test_per_class_metrics_of_an_empty_matrix_are_zero():
+    rows = per_class_metrics(torch.zeros(10, 10, dtype=torch.int64), [str(k) for k in range(10)])
+    assert all(row["accuracy"] == row["precision"] == row["recall"] == 0.0 and row["support"] == 0 for row in rows)
+
+
+# --------------------------------------------------------------------------- 3. train --resume
+
+
+RESUME_CONFIGS = {
+    "scratch": ["--impl", "scratch"],
+    "concise": ["--impl", "concise"],
+    "scratch-momentum": ["--impl", "scratch", "--momentum", "0.9"],
+    "concise-momentum": ["--impl", "concise", "--momentum", "0.9"],
+    "concise-momentum-dataloader": ["--impl", "concise", "--momentum", "0.9", "--loader", "dataloader", "--workers", "0"],
+}
+
+
+@pytest.mark.parametrize("config", RESUME_CONFIGS, ids=list(RESUME_CONFIGS))
+def test_resume_equals_training_in_one_go(config, data_dir, tmp_path):
+    options = RESUME_CONFIGS[config]
+    straight, _ = train(data_dir, tmp_path / "straight", "--epochs", "4", *options)
+    first, _ = train(data_dir, tmp_path / "first", "--epochs", "2", *options)
+    # Only --workers is repeated: it is not a setting of the run, and the rest comes from the checkpoint.
+    workers = ["--workers", "0"] if "--workers" in options else []
+    resumed, payload = train(data_dir, tmp_path / "resumed", "--resume", first, "--epochs", "4", *workers)
+
+    assert payload["epochs"] == 4 and [entry["epoch"] for entry in payload["history"]] == [1, 2, 3, 4]
+    a, b = ckpt.load_checkpoint(resumed), ckpt.load_checkpoint(straight)
+    assert_same_training(a, b)
+    if "--momentum" in options:  # the optimizer state mattered and was carried over
+        assert a["optimizer_state"] is not None
+    assert ckpt.load_checkpoint(first)["epoch"] == 2  # the resumed file is only read
+
+
+def test_ctrl_c_then_resume_equals_training_in_one_go(data_dir, tmp_path):
+    """The tuned preset (momentum, weight decay, cosine schedule, standardised pixels) interrupted
+    after epoch 2 of 4 by a simulated Ctrl-C, then `train --resume` with no options at all."""
+    straight, _ = train(data_dir, tmp_path / "straight", "--impl", "concise", "--preset", "tuned", "--epochs", "4")
+    hparams = resolve_hparams({"impl": "concise", "epochs": 4}, "tuned")
+    paths = RunPaths(data_dir=data_dir, log_dir=tmp_path / "cut", checkpoint=tmp_path / "cut" / "checkpoint.pt")
+    cut = core.fit(hparams, paths, CPU, InterruptAt(epoch=2))
+    assert cut.interrupted and ckpt.load_checkpoint(cut.checkpoint)["epoch"] == 2
+
+    resumed, payload = train(data_dir, tmp_path / "resumed", "--resume", cut.checkpoint)
+    assert payload["epochs"] == 4 and payload["hparams"] == hparams.as_dict()
+    assert_same_training(ckpt.load_checkpoint(resumed), ckpt.load_checkpoint(straight))
+
+
+def test_resume_in_place_and_repeat_the_checkpoints_settings(scratch_2, data_dir, tmp_path):
+    """Options equal to the checkpoint's are fine; --checkpoint may be the file being resumed."""
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(scratch_2.read_bytes())
+    result = invoke("train", "--resume", path, "--epochs", "3", "--checkpoint", path, "--impl", "scratch",
+                    "--lr", "0.1", "--batch-size", "256", "--preset", "book", "--data-dir", data_dir,
+                    "--device", "cpu", "--runs-dir", tmp_path / "runs", "--json")
+    assert_clean(result)
+    assert result.exit_code == 0, result.output
+    assert "Resuming from epoch 2" in result.stderr
+    payload = only_json(result)
+    assert [entry["epoch"] for entry in payload["history"]] == [1, 2, 3]
+    assert ckpt.load_checkpoint(path)["epoch"] == 3
+
+
+CONFLICTS = {
+    "lr": (["--lr", "0.5", "--epochs", "4"], "--lr"),
+    "impl": (["--impl", "concise", "--epochs", "4"], "--impl"),
+    "batch-size": (["--batch-size", "128", "--epochs", "4"], "--batch-size"),
+    "momentum": (["--momentum", "0.9", "--epochs", "4"], "--momentum"),
+    "seed": (["--seed", "1", "--epochs", "4"], "--seed"),
+    "loader": (["--loader", "dataloader", "--epochs", "4"], "--loader"),
+    "naive-softmax": (["--naive-softmax", "--epochs", "4"], "--naive-softmax"),
+    "standardize": (["--standardize", "--epochs", "4"], "--standardize"),
+    "preset": (["--preset", "tuned", "--epochs", "4"], "--preset"),
+    "epochs-equal": (["--epochs", "2"], "--epochs"),
+    "epochs-smaller": (["--epochs", "1"], "--epochs"),
+    "epochs-missing": ([], "--epochs"),  # the checkpoint already did the 2 it planned
+}
+
+
+@pytest.mark.parametrize("conflict", CONFLICTS, ids=list(CONFLICTS))
+def test_resume_refuses_contradicting_options(conflict, scratch_2, data_dir, tmp_path):
+    options, flag = CONFLICTS[conflict]
+    before = scratch_2.read_bytes()
+    target = tmp_path / "out.pt"
+    result = invoke("train", "--resume", scratch_2, *options, "--data-dir", data_dir, "--device", "cpu",
+                    "--runs-dir", tmp_path / "runs", "--checkpoint", target, "--json")
+    assert_clean(result)
+    assert result.exit_code == 2, result.output
+    assert flag in result.stderr and result.stdout == ""
+    assert not target.exists() and not (tmp_path / "runs").exists()  # nothing started
+    assert scratch_2.read_bytes() == before
+
+
+def test_resume_refuses_impl_switch_on_a_concise_checkpoint(data_dir, tmp_path):
+    path, _ = train(data_dir, tmp_path, "--impl", "concise", "--epochs", "1")
+    result = invoke("train", "--resume", path, "--impl", "scratch", "--epochs", "2", "--data-dir", data_dir,
+                    "--device", "cpu", "--runs-dir", tmp_path / "runs2")
+    assert_clean(result)
+    assert result.exit_code == 2 and "--impl" in result.stderr
+
+
+def test_resume_refuses_to_stretch_a_cosine_schedule(data_dir, tmp_path):
+    path, _ = train(data_dir, tmp_path, "--impl", "scratch", "--preset", "tuned", "--epochs", "2")
+    result = invoke("train", "--resume", path, "--epochs", "4", "--data-dir", data_dir, "--device", "cpu",
+                    "--runs-dir", tmp_path / "runs2")
+    assert_clean(result)
+    assert result.exit_code == 2 and "--epochs" in result.stderr and "cosine" in result.stderr
