@@ -28,6 +28,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help and errors: a usage error ends in one "Error: ..." line, not a box.
+    rich_markup_mode=None,
 )
 
 # Human output goes to stderr so that --json leaves stdout to the JSON object alone.
@@ -56,6 +58,7 @@ def download(
         Optional[list[str]],
         typer.Option(
             "--mirror",
+            metavar="URL",
             help="Base URL to fetch from (http://, https://, file://); repeatable; replaces the default mirrors.",
             show_default=False,
         ),
@@ -64,6 +67,7 @@ def download(
         Optional[Path],
         typer.Option(
             "--from",
+            metavar="DIR",
             help="Import from a local folder holding the four .gz files (or the four uncompressed IDX files).",
             show_default=False,
         ),
@@ -104,9 +108,13 @@ def _check_device(value: str) -> str:
     return value
 
 
+# The weights are float32, so a larger learning rate cannot even be stored.
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _check_lr(value: Optional[float]) -> Optional[float]:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise typer.BadParameter(f"must be a positive finite number, not {value}")
+    if value is not None and not (math.isfinite(value) and 0 < value <= _FLOAT32_MAX):
+        raise typer.BadParameter(f"must be a positive finite float32 number, not {value}")
     return value
 
 

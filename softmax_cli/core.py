@@ -480,7 +480,14 @@ def fit(
         model = model_from_checkpoint(resume_from, device)
         history = list(resume_from["history"])
         start_epoch = resume_from["epoch"]
-        shuffle_generator.set_state(resume_from["rng_state"]["shuffle"])
+        try:
+            shuffle_generator.set_state(resume_from["rng_state"]["shuffle"])
+        except RuntimeError:
+            # A CUDA generator's state does not fit a CPU generator and vice versa.
+            raise SoftmaxError(
+                f"the checkpoint's batch order was drawn on another kind of device than {device.type}; "
+                "resume with the --device it was trained on (and the same --loader)"
+            ) from None
 
     result = TrainingResult(hparams, device, history, checkpoint=None, log_dir=paths.log_dir, class_names=names)
     callbacks.on_train_start(TrainingPlan(hparams, device, start_epoch, len(data.train),
@@ -493,7 +500,9 @@ def fit(
             train_loss, train_acc = train_epoch(model, data.train, callbacks.on_batch_end, schedule)
             train_seconds = time.perf_counter() - started
             epoch = epoch_index + 1
-            if not math.isfinite(train_loss):
+            # The epoch's loss is measured before each step, so the last step can still have
+            # overflowed the weights: check them too before they become "the last good checkpoint".
+            if not (math.isfinite(train_loss) and all(bool(torch.isfinite(t).all()) for t in model.weight_bias())):
                 raise TrainingDiverged(_divergence_message(epoch, train_loss, hparams, result.checkpoint))
             result.final_evaluation = evaluate(model, data.test)
             val_acc = evaluate(model, data.validation).accuracy if data.validation is not None else None
@@ -523,7 +532,8 @@ def _divergence_message(epoch: int, loss: float, hparams: Hparams, last_checkpoi
         if hparams.naive_softmax
         else f"try a smaller --lr than {hparams.lr:g}"
     )
-    return f"training loss became {loss} in epoch {epoch}: {cause}; {kept}"
+    what = f"training loss became {loss}" if not math.isfinite(loss) else "the weights became NaN or infinite"
+    return f"{what} in epoch {epoch}: {cause}; {kept}"
 
 
 def save_training_checkpoint(model: SoftmaxRegression, hparams: Hparams, epoch: int, history: list[dict],

@@ -103,6 +103,9 @@ class TrainingDisplay:
         # Drop the bars, keep the table.
         self.live.update(self.table, refresh=True)
         self.live.stop()
+        if not self.live.console.is_terminal:
+            # Off a terminal Live leaves its last render without a newline; end the table's line.
+            self.live.console.line()
 
     def on_train_start(self, plan) -> None:
         self.epoch_task = self.progress.add_task("epochs", total=plan.hparams.epochs, completed=plan.start_epoch)

@@ -135,6 +135,8 @@ class InterruptAt(core.TrainingCallbacks):
 
 
 # --------------------------------------------------------------------------- fixtures
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """The models here are tiny (784 x 10, batches of 256): a second intra-op thread only adds
@@ -143,7 +145,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
 
 
 @pytest.fixture(scope="module")
