@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
@@ -17,9 +17,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from softmax_cli.config import IMPLS, LOADERS, PRESETS, SCHEDULES
-from softmax_cli.errors import SoftmaxError
+from softmax_cli.config import IMPLS, LOADERS, PRESETS, SCHEDULES, default_workers
+from softmax_cli.errors import DataError, SoftmaxError
 from softmax_cli.paths import DATA_DIR_ENV, resolve_data_dir
 
 app = typer.Typer(
@@ -39,7 +40,7 @@ DataDirOption = Annotated[
     Optional[Path],
     typer.Option(
         "--data-dir",
-        help=f"Dataset folder. Default: ${DATA_DIR_ENV}, else ~/.local/share/softmax-cli.",
+        help=f"Dataset folder. Default: ${DATA_DIR_ENV}, else $XDG_DATA_HOME/softmax-cli (~/.local/share/softmax-cli).",
         show_default=False,
     ),
 ]
@@ -47,7 +48,8 @@ DataDirOption = Annotated[
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one red error line on stderr and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Messages carry paths and user text: never let Rich read "[...]" in them as markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -87,9 +89,11 @@ def download(
     except SoftmaxError as exc:
         raise fail(str(exc)) from None
     if all(r.status == "present" for r in results):
-        console.print(f"All four files already present and valid in {dl.raw_dir(target)}")
+        console.print(f"All four files already present and valid in {escape(str(dl.raw_dir(target)))}",
+                      highlight=False, soft_wrap=True)
     else:
-        console.print(f"[green]Fashion-MNIST ready[/] in {dl.raw_dir(target)}")
+        console.print(f"[green]Fashion-MNIST ready[/] in {escape(str(dl.raw_dir(target)))}", highlight=False,
+                      soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -124,9 +128,15 @@ def _check_fraction(value: Optional[float]) -> Optional[float]:
     return value
 
 
-def _check_non_negative(value: Optional[float]) -> Optional[float]:
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise typer.BadParameter(f"must be a finite number >= 0, not {value}")
+def _check_weight_decay(value: Optional[float]) -> Optional[float]:
+    if value is not None and not (math.isfinite(value) and 0 <= value <= _FLOAT32_MAX):
+        raise typer.BadParameter(f"must be a finite float32 number >= 0, not {value}")
+    return value
+
+
+def _check_momentum(value: Optional[float]) -> Optional[float]:
+    if value is not None and not 0 <= value < 1:
+        raise typer.BadParameter(f"must be in [0, 1), not {value}")
     return value
 
 
@@ -155,9 +165,16 @@ def _ensure_data(data_dir: Path) -> None:
 
     if dl.dataset_present(data_dir):
         return
-    console.print(f"Fashion-MNIST not found in {data_dir}; downloading it (or use `softmax download --from DIR`)")
-    with DownloadProgressBar(console) as progress:
-        dl.ensure_dataset(data_dir, progress=progress)
+    console.print(f"Fashion-MNIST not found in {escape(str(data_dir))}; downloading it", highlight=False,
+                  soft_wrap=True)
+    try:
+        with DownloadProgressBar(console) as progress:
+            dl.ensure_dataset(data_dir, progress=progress)
+    except DataError as exc:
+        raise DataError(
+            f"{exc} (then run `softmax download --data-dir {shlex.quote(str(data_dir))}` with --mirror URL or "
+            "--from DIR before this command)"
+        ) from None
 
 
 def _print_json(payload: dict) -> None:
@@ -174,12 +191,12 @@ LrOption = Annotated[Optional[float], typer.Option(callback=_check_lr, help="Lea
 BatchSizeOption = Annotated[Optional[int], typer.Option(min=1, help="Minibatch size. [default: 256]", show_default=False)]
 WorkersOption = Annotated[Optional[int], typer.Option(min=0, help="DataLoader worker processes (--loader dataloader only). [default: min(4, CPUs)]", show_default=False)]
 LoaderOption = Annotated[Optional[Loader], typer.Option(help="memory: the split held on the device, indexed batches (fast). dataloader: the book's ToTensor + DataLoader pipeline. [default: memory]", show_default=False)]
-SeedOption = Annotated[Optional[int], typer.Option(help="Seed, set before the weights are drawn. [default: 326]", show_default=False)]
+SeedOption = Annotated[Optional[int], typer.Option(min=0, max=2**63 - 1, help="Seed, set before the weights are drawn. [default: 326]", show_default=False)]
 RunsDirOption = Annotated[Path, typer.Option(help="Runs go to RUNS_DIR/<impl>/<timestamp>-<tag>/.")]
 NaiveSoftmaxOption = Annotated[Optional[bool], typer.Option("--naive-softmax", help="scratch only: the book's exact exp/sum softmax and -log cross-entropy, which overflow for large logits.", show_default=False)]
 PresetOption = Annotated[Optional[Preset], typer.Option(help="book: the book's settings. tuned: momentum 0.9, weight decay 1e-4, cosine from lr 0.05, standardised pixels. Explicit options override. [default: book]", show_default=False)]
-MomentumOption = Annotated[Optional[float], typer.Option(callback=_check_non_negative, help="SGD momentum. [default: 0]", show_default=False)]
-WeightDecayOption = Annotated[Optional[float], typer.Option(callback=_check_non_negative, help="L2 weight decay. [default: 0]", show_default=False)]
+MomentumOption = Annotated[Optional[float], typer.Option(callback=_check_momentum, help="SGD momentum. [default: 0]", show_default=False)]
+WeightDecayOption = Annotated[Optional[float], typer.Option(callback=_check_weight_decay, help="L2 weight decay. [default: 0]", show_default=False)]
 ScheduleOption = Annotated[Optional[Schedule], typer.Option(help="Learning rate: constant, or cosine-annealed to 0 over all steps. [default: constant]", show_default=False)]
 StandardizeOption = Annotated[Optional[bool], typer.Option("--standardize/--no-standardize", help="Standardise each pixel by the train split's mean/std (kept in the checkpoint). [default: off]", show_default=False)]
 ValSplitOption = Annotated[Optional[float], typer.Option(callback=_check_fraction, help="Hold out this fraction of the train split and report validation accuracy. [default: 0]", show_default=False)]
@@ -236,7 +253,7 @@ def train(
         raise typer.BadParameter("--naive-softmax is for --impl scratch only", param_hint="--naive-softmax")
     if workers is not None and hparams.loader == "memory":
         console.print("[yellow]note:[/] --workers only applies to --loader dataloader; ignored")
-    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    workers = default_workers() if workers is None else workers
     torch_device = _device_or_usage_error(device)
 
     target = resolve_data_dir(data_dir)
@@ -257,8 +274,7 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
     from softmax_cli.tboard import TensorBoardLogger
     from softmax_cli.ui import TrainingDisplay
 
-    tag = f"lr{hparams.lr:g}-bs{hparams.batch_size}-seed{hparams.seed}"
-    log_dir = core.make_run_dir(runs_dir, hparams.impl, tag)
+    log_dir = core.make_run_dir(runs_dir, hparams.impl, hparams.run_tag)
     paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / "checkpoint.pt")
     verb = f"Resuming from epoch {resumed['epoch']}" if resumed else "Training"
     title = f"{verb}: {hparams.impl} on {device}, lr {hparams.lr:g}, batch {hparams.batch_size}, seed {hparams.seed}"
@@ -268,15 +284,19 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
                           workers=workers, resume_from=resumed)
     if result.interrupted:
         where = f"the checkpoint of the last completed epoch is {result.checkpoint}" if result.checkpoint else "no epoch completed, so no checkpoint was written"
-        console.print(f"[yellow]Interrupted[/]: {where}", soft_wrap=True)
+        console.print(f"[yellow]Interrupted[/]: {escape(where)}", soft_wrap=True, highlight=False)
         if result.checkpoint:
-            console.print(f"Continue with: softmax train --resume {result.checkpoint} --epochs {hparams.epochs}",
-                          soft_wrap=True)
+            continue_command = shlex.join([
+                "softmax", "train", "--resume", str(result.checkpoint), "--epochs", str(hparams.epochs),
+                "--data-dir", str(data_dir), "--runs-dir", str(runs_dir), "--device", device.type,
+            ])
+            console.print(f"Continue with: {escape(continue_command)}", soft_wrap=True, highlight=False)
     elif result.history:
         last = result.history[-1]
         console.print(
             f"[green]Done[/]: test acc {last['test_acc']:.4f}, train loss {last['train_loss']:.4f}. "
-            f"Checkpoint: {result.checkpoint}\nTensorBoard: tensorboard --logdir {log_dir}",
+            f"Checkpoint: {escape(str(result.checkpoint))}\n"
+            f"TensorBoard: {escape(shlex.join(['tensorboard', '--logdir', str(log_dir)]))}",
             highlight=False,
             soft_wrap=True,
         )
@@ -297,7 +317,7 @@ def _train_json(result) -> dict:
 
 
 CheckpointArgument = Annotated[
-    Path, typer.Argument(help="A checkpoint written by `softmax train`.", show_default=False)
+    Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint written by `softmax train`.", show_default=False)
 ]
 
 
@@ -357,7 +377,7 @@ def _write_png(write, path: Path) -> None:
         write()
     except (OSError, ValueError) as exc:
         raise fail(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    console.print(f"Wrote {path}", highlight=False)
+    console.print(f"Wrote {escape(str(path))}", highlight=False, soft_wrap=True)
 
 # Commands defined in their own modules register themselves on `app` when imported.
 from softmax_cli import cli_bench, cli_explore  # noqa: E402,F401

@@ -24,6 +24,7 @@ from softmax_cli.cli import (
     console,
     fail,
 )
+from softmax_cli.config import default_workers
 from softmax_cli.errors import SoftmaxError
 from softmax_cli.paths import resolve_data_dir
 
@@ -32,12 +33,12 @@ from softmax_cli.paths import resolve_data_dir
 def bench(
     data_dir: DataDirOption = None,
     device: DeviceOption = "auto",
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Timed epochs per row, after one warm-up epoch. \\[default: 3; 1 with --quick]", show_default=False)] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Timed epochs per row, after one warm-up epoch. [default: 3; 1 with --quick]", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Minibatch size.")] = 256,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers of the book's N-worker rows. \\[default: min(4, CPUs)]", show_default=False)] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="torch.set_num_threads for every row. \\[default: torch's, one per core]", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers of the book's N-worker rows. [default: min(4, CPUs)]", show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch.set_num_threads for every row. [default: torch's, one per core]", show_default=False)] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Smoke test: at most 20 batches per epoch, 1 timed epoch, rows in-process, no import or --help probes.")] = False,
-    isolate: Annotated[Optional[bool], typer.Option("--isolate/--in-process", help="Run each row in a fresh process, so its peak RSS is its own. \\[default: isolate; in-process with --quick]", show_default=False)] = None,
+    isolate: Annotated[Optional[bool], typer.Option("--isolate/--in-process", help="Run each row in a fresh process, so its peak RSS is its own. [default: isolate; in-process with --quick]", show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Time the book's DataLoader pipeline against the memory loader and both implementations, in one run."""
@@ -50,7 +51,7 @@ def bench(
         device=str(torch_device),
         batch_size=batch_size,
         epochs=epochs if epochs is not None else (1 if quick else 3),
-        workers=b.default_workers() if workers is None else workers,
+        workers=default_workers() if workers is None else workers,
         quick=quick,
         threads=threads,
         isolate=(not quick) if isolate is None else isolate,
@@ -103,6 +104,7 @@ def render_bench(payload: dict) -> None:
     table.add_column("peak RSS MiB" if isolated else "process peak RSS so far, MiB", justify="right")
     if isolated:
         table.add_column("after imports MiB", justify="right")
+        table.add_column("whole process MiB", justify="right")
         table.add_column("worker peak MiB", justify="right")
     for row in payload["rows"]:
         cells = [
@@ -115,6 +117,7 @@ def render_bench(payload: dict) -> None:
         ]
         if isolated:
             cells.append(f"{row['rss_after_imports_mib']:.0f}")
+            cells.append(f"{row['process_maxrss_mib']:.0f}")
             cells.append(f"{row['workers_peak_rss_mib']:.0f}" if row.get("workers_peak_rss_mib") else "-")
         table.add_row(*cells)
     table.caption = (
@@ -123,7 +126,7 @@ def render_bench(payload: dict) -> None:
     )
     table.caption_justify = "left"
     # A pipe or file gets Rich's 80 columns, which would wrap every row; a terminal keeps its width.
-    out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 132))
+    out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 150))
     out.print(table)
 
     imports = payload.get("imports")
@@ -131,7 +134,8 @@ def render_bench(payload: dict) -> None:
         console.print(
             f"Import in a fresh process ({imports['statement']}): torch {imports['torch_s']:.2f} s, "
             f"torchvision {imports['torchvision_s']:.2f} s, tensorboard {imports['tensorboard_s']:.2f} s, "
-            f"total {imports['total_s']:.2f} s; peak RSS {imports['peak_rss_mib']:.0f} MiB",
+            f"total {imports['total_s']:.2f} s; peak RSS {imports['peak_rss_mib']:.0f} MiB after the imports, "
+            f"{imports['process_maxrss_mib']:.0f} MiB whole process",
             highlight=False, soft_wrap=True,
         )
     if payload.get("help"):

@@ -85,7 +85,7 @@ def predict(
     console.print(table)
     grid = prediction_grid(shown.images, [(r["true"], r["predicted"]) for r in rows],
                            [not r["correct"] for r in rows])
-    _write_png(lambda: grid.save(out, format="PNG"), out)
+    _write_png(lambda: (out.parent.mkdir(parents=True, exist_ok=True), grid.save(out, format="PNG")), out)
     if as_json:
         _print_json({"checkpoint": str(checkpoint), "out": str(out), "predictions": rows})
 
@@ -114,12 +114,10 @@ def compare(
 
     Exits 0 when their weights agree within --tolerance after every epoch, 1 otherwise.
     """
-    import os
-
     from rich.table import Table
 
     from softmax_cli import core
-    from softmax_cli.config import resolve_hparams
+    from softmax_cli.config import default_workers, resolve_hparams
     from softmax_cli.ui import TrainingDisplay
 
     given = _given_options(epochs=epochs, lr=lr, batch_size=batch_size, loader=loader, seed=seed,
@@ -127,11 +125,15 @@ def compare(
                            schedule=schedule, standardize=standardize)
     hparams = resolve_hparams(given, preset.value if preset else None)
     torch_device = _device_or_usage_error(device)
-    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    workers = default_workers() if workers is None else workers
     target = resolve_data_dir(data_dir)
     displays = []
 
     def display_for(impl):
+        # One live display at a time: close the previous run's before the next one starts.
+        for finished in displays:
+            finished.__exit__(None, None, None)
+        displays.clear()
         display = TrainingDisplay(console, f"{impl} (seed {hparams.seed})", with_validation=False)
         display.__enter__()
         displays.append(display)
@@ -139,7 +141,7 @@ def compare(
 
     try:
         _ensure_data(target)
-        run_dir = core.make_run_dir(runs_dir, "compare", f"lr{hparams.lr:g}-bs{hparams.batch_size}-seed{hparams.seed}")
+        run_dir = core.make_run_dir(runs_dir, "compare", hparams.run_tag)
         try:
             compared = core.compare_implementations(hparams, target, run_dir, torch_device, workers, display_for)
         finally:

@@ -6,6 +6,7 @@ Imports nothing heavy, so the CLI can build its help and validate options withou
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -48,9 +49,19 @@ class Hparams:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Hparams":
-        """Rebuild from a checkpoint's dict, ignoring keys this version does not know."""
+        """Rebuild from a dict, ignoring keys this version does not know."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> "Hparams":
+        """A checkpoint's settings; its top-level impl and seed are the authority for those two."""
+        return cls.from_dict({**checkpoint["hparams"], "impl": checkpoint["impl"], "seed": checkpoint["seed"]})
+
+    @property
+    def run_tag(self) -> str:
+        """The short tag in a run folder's name."""
+        return f"lr{self.lr:g}-bs{self.batch_size}-seed{self.seed}"
 
     def lr_at(self, progress: float) -> float:
         """Learning rate after `progress` (0 to 1) of all training steps: constant, or cosine-annealed
@@ -58,6 +69,11 @@ class Hparams:
         if self.schedule == "cosine":
             return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.lr
+
+
+def default_workers() -> int:
+    """DataLoader workers when --workers is not given: the book's 4, at most one per core."""
+    return min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -84,7 +100,7 @@ def resolve_hparams(given: dict[str, object], preset: str | None, resumed: dict 
     if resumed is None:
         values = {**PRESETS[preset or "book"], **given, "preset": preset or "book"}
         return Hparams(**values)
-    stored = Hparams.from_dict(resumed["hparams"])
+    stored = Hparams.from_checkpoint(resumed)
     if preset is not None and preset != stored.preset:
         raise ConflictingOption(f"--preset {preset} contradicts the checkpoint's preset {stored.preset}")
     for name, value in given.items():

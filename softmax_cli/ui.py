@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich import box
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -35,13 +36,16 @@ class DownloadProgressBar:
         self._task = None
 
     def __enter__(self) -> "DownloadProgressBar":
-        self._progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._progress.stop()
+        # Started only by a transfer: a run where every file is present draws no (empty) bar.
+        if self._progress.live.is_started:
+            self._progress.stop()
 
     def file_started(self, name: str, total_bytes: int | None, source: str) -> None:
+        if not self._progress.live.is_started:
+            self._progress.start()
         self._task = self._progress.add_task(name, total=total_bytes)
 
     def advance(self, n_bytes: int) -> None:
@@ -53,10 +57,10 @@ class DownloadProgressBar:
             self._progress.update(self._task, description=f"{name} [dim]({status})[/]")
             self._task = None
         elif status == "present":
-            self._progress.console.print(f"{name} [dim](already present, md5 ok)[/]")
+            self._progress.console.print(f"{name} [dim](already present, md5 ok)[/]", highlight=False)
 
     def note(self, message: str) -> None:
-        self._progress.console.print(f"[yellow]{message}[/]", highlight=False)
+        self._progress.console.print(f"[yellow]{escape(message)}[/]", highlight=False, soft_wrap=True)
 
 
 def _fmt_rate(value: float) -> str:
@@ -133,7 +137,7 @@ def render_evaluation(console: Console, path, checkpoint: dict, evaluation, per_
     settings = ", ".join(f"{key} {hparams[key]}" for key in ("lr", "batch_size", "seed", "momentum",
                                                                "weight_decay", "schedule", "standardize")
                          if key in hparams)
-    console.print(f"[bold]{path}[/]: {checkpoint['impl']}, epoch {checkpoint['epoch']} ({settings})",
+    console.print(f"[bold]{escape(str(path))}[/]: {checkpoint['impl']}, epoch {checkpoint['epoch']} ({settings})",
                   highlight=False, soft_wrap=True)
     console.print(f"test accuracy [bold]{evaluation.accuracy:.4f}[/], mean cross-entropy "
                   f"{evaluation.loss:.4f} on {evaluation.n:,} test images", highlight=False)

@@ -106,7 +106,13 @@ def test_standardization_round_trips_through_the_checkpoint(synthetic_data_dir, 
     pixels = core.read_split(synthetic_data_dir, "train").images.reshape(-1, 784).double() / 255
     torch.testing.assert_close(stats["mean"], pixels.mean(0).float())
     result = invoke("eval", payload["checkpoint"], "--data-dir", synthetic_data_dir, "--json", "--device", "cpu")
-    assert json.loads(result.stdout)["test_acc"] == payload["history"][-1]["test_acc"]
+    evaluated = json.loads(result.stdout)
+    assert evaluated["test_acc"] == payload["history"][-1]["test_acc"]
+    # The synthetic split is easy enough that accuracy alone would not notice missing standardisation.
+    assert evaluated["test_loss"] == pytest.approx(payload["history"][-1]["test_loss"], rel=1e-6)
+    unstandardized = {**loaded, "input_standardization": None}
+    plain_evaluation, _ = core.evaluate_checkpoint(unstandardized, synthetic_data_dir, torch.device("cpu"))
+    assert plain_evaluation.loss != pytest.approx(evaluated["test_loss"], rel=1e-3)
 
 
 def test_validation_split_reports_validation_accuracy(synthetic_data_dir, tmp_path):
@@ -128,7 +134,7 @@ def test_cosine_schedule_anneals_to_zero_and_resume_refuses_changing_it():
     hparams = resolve_hparams({}, "tuned")
     assert hparams.lr_at(0.0) == 0.05 and hparams.lr_at(1.0) == pytest.approx(0.0, abs=1e-12)
     assert hparams.lr_at(0.5) == pytest.approx(0.025)
-    resumed = {"hparams": hparams.as_dict(), "epoch": 4}
+    resumed = {"hparams": hparams.as_dict(), "impl": hparams.impl, "seed": hparams.seed, "epoch": 4}
     with pytest.raises(ConflictingOption, match="cosine"):
         resolve_hparams({"epochs": 20}, None, resumed)
 

@@ -125,3 +125,29 @@ def test_ten_book_epochs_on_real_data_reach_the_books_accuracy(impl, real_data_d
     assert 0.825 <= last["test_acc"] <= 0.845
     # The seed article: train loss 0.4472 after 10 concise epochs.
     assert last["train_loss"] == pytest.approx(0.4472, abs=0.01)
+
+
+def test_ctrl_c_keeps_the_last_epoch_and_prints_a_working_resume_command(synthetic_data_dir, tmp_path,
+                                                                         monkeypatch):
+    from softmax_cli import core
+
+    real_train_epoch = core.train_epoch
+    calls = []
+
+    def interrupted_in_epoch_three(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(core, "train_epoch", interrupted_in_epoch_three)
+    result = _train(tmp_path, synthetic_data_dir, "--epochs", "5", "--batch-size", "64")
+    assert result.exit_code == 130
+    text = " ".join(result.stderr.split())
+    assert "Interrupted" in text and "Traceback" not in result.output
+    command = text[text.index("Continue with: ") + len("Continue with: "):].split()
+    assert command[:3] == ["softmax", "train", "--resume"]
+    monkeypatch.setattr(core, "train_epoch", real_train_epoch)
+    resumed = invoke(*command[1:], "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert [entry["epoch"] for entry in json.loads(resumed.stdout)["history"]] == [1, 2, 3, 4, 5]
