@@ -232,7 +232,7 @@ def train(
 ) -> None:
     """Train softmax regression on Fashion-MNIST; one table row per epoch, TensorBoard logs and a checkpoint."""
     from softmax_cli import checkpoint as ckpt
-    from softmax_cli.config import ConflictingOption, RunPaths, resolve_hparams
+    from softmax_cli.config import ConflictingOption, resolve_hparams
 
     given = _given_options(
         impl=impl, epochs=epochs, lr=lr, batch_size=batch_size, loader=loader, seed=seed,

@@ -438,7 +438,7 @@ def input_statistics(train: Split) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _prepare_data(hparams: Hparams, data_dir: Path, device: torch.device, workers: int,
-                  shuffle_generator: torch.Generator) -> _Data:
+                  shuffle_generator: torch.Generator, resuming: bool) -> _Data:
     train_split, test_split = read_split(data_dir, "train"), read_split(data_dir, "test")
     train_idx = val_idx = None
     if hparams.val_split:
@@ -447,7 +447,8 @@ def _prepare_data(hparams: Hparams, data_dir: Path, device: torch.device, worker
         train_split = train_split.subset(train_idx)
     else:
         validation = None
-    input_stats = input_statistics(train_split) if hparams.standardize else None
+    # A resumed run keeps the statistics stored in its checkpoint.
+    input_stats = input_statistics(train_split) if hparams.standardize and not resuming else None
     if hparams.loader == "dataloader":
         train = DataLoaderBatches(data_dir, "train", hparams.batch_size, device, shuffle=True, workers=workers,
                                   generator=shuffle_generator, indices=train_idx)
@@ -481,7 +482,7 @@ def fit(
     callbacks = callbacks or TrainingCallbacks()
     torch.manual_seed(hparams.seed)  # before any parameter exists: the seed article set it after
     shuffle_generator = _shuffle_generator(hparams, device)
-    data = _prepare_data(hparams, paths.data_dir, device, workers, shuffle_generator)
+    data = _prepare_data(hparams, paths.data_dir, device, workers, shuffle_generator, resume_from is not None)
     names = class_names()
     if resume_from is None:
         model = make_model(hparams, device, input_stats=data.input_stats)

@@ -6,7 +6,7 @@ shaped B x 1 x 28 x 28 and y int64, plus len() = batches per epoch):
 * MemoryBatches: the split held once as uint8 on the device; every epoch draws a
   fresh permutation from a seeded generator and batches by indexing. No per-sample
   Python, no PIL: for a 784 x 10 model the data path *is* the cost.
-* dataloader_batches: the book's pipeline, torchvision dataset + ToTensor +
+* DataLoaderBatches: the book's pipeline, torchvision dataset + ToTensor +
   DataLoader(num_workers=...), moved to the device per batch.
 
 On CPU both draw their shuffling order from the same kind of seeded generator, so

@@ -143,7 +143,8 @@ def render_evaluation(console: Console, path, checkpoint: dict, evaluation, per_
                   f"{evaluation.loss:.4f} on {evaluation.n:,} test images", highlight=False)
     table = Table(title="Per class", title_justify="left", header_style="bold")
     table.add_column("class")
-    for name in ("accuracy", "precision", "recall", "support"):
+    # Per-class accuracy is one-vs-rest, (TP + TN) / N; recall is the share of the class found.
+    for name in ("acc (1-vs-rest)", "precision", "recall", "support"):
         table.add_column(name, justify="right")
     for row in per_class:
         table.add_row(row["class"], f"{row['accuracy']:.4f}", f"{row['precision']:.4f}",
