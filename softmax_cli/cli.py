@@ -172,8 +172,8 @@ def _ensure_data(data_dir: Path) -> None:
             dl.ensure_dataset(data_dir, progress=progress)
     except DataError as exc:
         raise DataError(
-            f"{exc} (then run `softmax download --data-dir {shlex.quote(str(data_dir))}` with --mirror URL or "
-            "--from DIR before this command)"
+            f"{exc} (--mirror and --from are options of `softmax download --data-dir "
+            f"{shlex.quote(str(data_dir))}`; run it first)"
         ) from None
 
 
