@@ -330,6 +330,18 @@ def _load_checkpoint_or_fail(path: Path) -> dict:
         raise fail(str(exc)) from None
 
 
+def _checkpoint_device_and_data(checkpoint: Path, device: str, data_dir: Optional[Path]):
+    """What eval and predict start from: a validated checkpoint, the device, and a data dir holding the data."""
+    loaded = _load_checkpoint_or_fail(checkpoint)
+    torch_device = _device_or_usage_error(device)
+    target = resolve_data_dir(data_dir)
+    try:
+        _ensure_data(target)
+    except SoftmaxError as exc:
+        raise fail(str(exc)) from None
+    return loaded, torch_device, target
+
+
 @app.command("eval")
 def evaluate(
     checkpoint: CheckpointArgument,
@@ -344,11 +356,8 @@ def evaluate(
     from softmax_cli.metrics import per_class_metrics
     from softmax_cli.ui import render_evaluation
 
-    loaded = _load_checkpoint_or_fail(checkpoint)
-    torch_device = _device_or_usage_error(device)
-    target = resolve_data_dir(data_dir)
+    loaded, torch_device, target = _checkpoint_device_and_data(checkpoint, device, data_dir)
     try:
-        _ensure_data(target)
         evaluation, model = core.evaluate_checkpoint(loaded, target, torch_device, batch_size)
     except SoftmaxError as exc:
         raise fail(str(exc)) from None

@@ -30,7 +30,7 @@ from softmax_cli.cli import (
     _device_or_usage_error,
     _ensure_data,
     _given_options,
-    _load_checkpoint_or_fail,
+    _checkpoint_device_and_data,
     _print_json,
     _write_png,
     app,
@@ -59,11 +59,8 @@ def predict(
     from softmax_cli.core import predict_test_examples
     from softmax_cli.viz import prediction_grid
 
-    loaded = _load_checkpoint_or_fail(checkpoint)
-    torch_device = _device_or_usage_error(device)
-    target = resolve_data_dir(data_dir)
+    loaded, torch_device, target = _checkpoint_device_and_data(checkpoint, device, data_dir)
     try:
-        _ensure_data(target)
         shown = predict_test_examples(loaded, target, torch_device, n, only_wrong)
     except SoftmaxError as exc:
         raise fail(str(exc)) from None

@@ -74,6 +74,18 @@ def synthetic_data_dir(tmp_path: Path) -> Path:
     return data_dir
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The models in tests are tiny (784 x 10): a second intra-op thread only adds
+    synchronisation, which on a busy 2-core machine costs more than it saves. Restored after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The folder with the four official .gz files; skips the test where it is absent."""

@@ -137,14 +137,7 @@ class InterruptAt(core.TrainingCallbacks):
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The models here are tiny (784 x 10, batches of 256): a second intra-op thread only adds
-    synchronisation, which on a busy 2-core machine costs more than it saves. Restored after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
