@@ -492,13 +492,16 @@ def fit(
         model = model_from_checkpoint(resume_from, device)
         history = list(resume_from["history"])
         start_epoch = resume_from["epoch"]
+        state = resume_from["rng_state"]["shuffle"]
         try:
-            shuffle_generator.set_state(resume_from["rng_state"]["shuffle"])
+            shuffle_generator.set_state(state)
         except RuntimeError:
-            # A CUDA generator's state does not fit a CPU generator and vice versa.
+            # A CPU generator's state (Mersenne Twister) and a GPU's (Philox) differ in size.
+            cpu_state_size = torch.Generator().get_state().numel()
+            trained_on = "cpu" if state.numel() == cpu_state_size else "a GPU (cuda or mps)"
             raise SoftmaxError(
-                f"the checkpoint's batch order was drawn on another kind of device than {device.type}; "
-                "resume with the --device it was trained on (and the same --loader)"
+                f"the checkpoint's batch order was drawn on {trained_on}, but this run is on {device}; "
+                "resume on the device it was trained on (--device) to continue the same batch order"
             ) from None
 
     result = TrainingResult(hparams, device, history, checkpoint=None, log_dir=paths.log_dir, class_names=names)

@@ -344,3 +344,16 @@ def test_resume_refuses_to_stretch_a_cosine_schedule(data_dir, tmp_path):
                     "--runs-dir", tmp_path / "runs2")
     assert_clean(result)
     assert result.exit_code == 2 and "--epochs" in result.stderr and "cosine" in result.stderr
+
+
+def test_resume_with_a_gpu_generator_state_on_cpu_is_a_clear_error(data_dir, tmp_path):
+    """A checkpoint trained on a GPU carries a Philox state that a CPU generator cannot take."""
+    path, _ = train(data_dir, tmp_path / "gpu-like", "--epochs", "1")
+    loaded = ckpt.load_checkpoint(path)
+    loaded["rng_state"]["shuffle"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA generator state
+    ckpt.save_checkpoint(loaded, path)
+    result = invoke("train", "--resume", path, "--epochs", "2", "--data-dir", data_dir,
+                    "--runs-dir", tmp_path / "runs", "--device", "cpu")
+    assert result.exit_code == 1
+    text = " ".join(result.stderr.split())
+    assert "a GPU" in text and "--device" in text and "Traceback" not in result.output
