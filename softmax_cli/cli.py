@@ -262,6 +262,8 @@ def train(
         result = _run_training(hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, as_json)
     except SoftmaxError as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted before the first epoch finished; nothing was written", code=130) from None
     if as_json:
         _print_json(_train_json(result))
     if result.interrupted:
@@ -279,9 +281,15 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
     verb = f"Resuming from epoch {resumed['epoch']}" if resumed else "Training"
     title = f"{verb}: {hparams.impl} on {device}, lr {hparams.lr:g}, batch {hparams.batch_size}, seed {hparams.seed}"
     display = TrainingDisplay(console, title, with_validation=bool(hparams.val_split))
-    with display:
-        result = core.fit(hparams, paths, device, core.CallbackList([display, TensorBoardLogger(log_dir)]),
-                          workers=workers, resume_from=resumed)
+    try:
+        with display:
+            result = core.fit(hparams, paths, device, core.CallbackList([display, TensorBoardLogger(log_dir)]),
+                              workers=workers, resume_from=resumed)
+    except BaseException:
+        # Failed or interrupted before training began: leave no empty run folder behind.
+        if log_dir.is_dir() and not any(log_dir.iterdir()):
+            log_dir.rmdir()
+        raise
     if result.interrupted:
         where = f"the checkpoint of the last completed epoch is {result.checkpoint}" if result.checkpoint else "no epoch completed, so no checkpoint was written"
         console.print(f"[yellow]Interrupted[/]: {escape(where)}", soft_wrap=True, highlight=False)

@@ -19,9 +19,14 @@ class TensorBoardLogger(TrainingCallbacks):
     """Writes one run's curves into its own folder, so repeated runs never mix."""
 
     def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.writer = None
+
+    def on_train_start(self, plan) -> None:
+        # Opened only once the data are ready, so a run that fails before training leaves no event file.
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
     def on_epoch_end(self, metrics: EpochMetrics, model: SoftmaxRegression) -> None:
         from softmax_cli.viz import weight_templates
