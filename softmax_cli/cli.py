@@ -259,7 +259,7 @@ def train(
     target = resolve_data_dir(data_dir)
     try:
         _ensure_data(target)
-        result = _run_training(hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, as_json)
+        result = _run_training(hparams, target, runs_dir, checkpoint, torch_device, workers, resumed)
     except SoftmaxError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -270,7 +270,8 @@ def train(
         raise typer.Exit(130)
 
 
-def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, as_json):
+def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed):
+    """Create the run folder, train with the live display and TensorBoard, and report how it ended."""
     from softmax_cli import core
     from softmax_cli.config import RunPaths
     from softmax_cli.tboard import TensorBoardLogger
