@@ -165,6 +165,13 @@ def _ensure_data(data_dir: Path) -> None:
 
     if dl.dataset_present(data_dir):
         return
+    if dl.holds_dataset_files(data_dir):
+        # A natural mistake: --data-dir pointed at the folder of the four files themselves.
+        console.print(f"{escape(str(data_dir))} holds the dataset files themselves; importing them into "
+                      f"{escape(str(dl.raw_dir(data_dir)))}", highlight=False, soft_wrap=True)
+        with DownloadProgressBar(console) as progress:
+            dl.fetch_dataset(data_dir, source_dir=data_dir, progress=progress)
+        return
     console.print(f"Fashion-MNIST not found in {escape(str(data_dir))}; downloading it", highlight=False,
                   soft_wrap=True)
     try:

@@ -5,16 +5,16 @@ inside the commands."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from softmax_cli.cli import (
     BatchSizeOption,
     CheckpointArgument,
     DataDirOption,
     DeviceOption,
-    EpochsOption,
     JsonOption,
     LoaderOption,
     LrOption,
@@ -89,7 +89,7 @@ def predict(
 
 @app.command()
 def compare(
-    epochs: EpochsOption = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs each implementation trains. [default: 10]", show_default=False)] = None,
     lr: LrOption = None,
     batch_size: BatchSizeOption = None,
     loader: LoaderOption = None,
@@ -162,7 +162,8 @@ def compare(
     largest = max(max(row.max_weight_diff, row.max_bias_diff) for row in compared)
     agree = largest <= tolerance
     verdict = "[green]agree[/]" if agree else "[red]DIFFER[/]"
-    console.print(f"{verdict}: largest weight difference {largest:.2e} (tolerance {tolerance:g})", highlight=False)
+    console.print(f"{verdict}: largest difference in weights and biases {largest:.2e} (tolerance {tolerance:g}); "
+                  f"checkpoints scratch.pt and concise.pt in {escape(str(run_dir))}", highlight=False, soft_wrap=True)
     if as_json:
         _print_json({
             "agree": agree, "tolerance": tolerance, "max_abs_diff": largest, "hparams": hparams.as_dict(),

@@ -60,8 +60,9 @@ class Hparams:
 
     @property
     def run_tag(self) -> str:
-        """The short tag in a run folder's name."""
-        return f"lr{self.lr:g}-bs{self.batch_size}-seed{self.seed}"
+        """The short tag in a run folder's name: enough to tell recipes apart in TensorBoard's run list."""
+        naive = "-naive" if self.naive_softmax else ""
+        return f"{self.preset}-lr{self.lr:g}-bs{self.batch_size}-seed{self.seed}{naive}"
 
     def lr_at(self, progress: float) -> float:
         """Learning rate after `progress` (0 to 1) of all training steps: constant, or cosine-annealed
@@ -112,6 +113,11 @@ def resolve_hparams(given: dict[str, object], preset: str | None, resumed: dict 
             )
     epochs = given.get("epochs", stored.epochs)
     done = resumed["epoch"]
+    if stored.schedule == "cosine" and done >= stored.epochs:
+        raise ConflictingOption(
+            f"this run's cosine schedule is complete ({done} of {stored.epochs} epochs) and cannot be extended; "
+            "start a new run with more --epochs instead"
+        )
     if epochs <= done:
         raise ConflictingOption(
             f"the checkpoint has already trained {done} epochs; pass --epochs larger than {done} to continue"

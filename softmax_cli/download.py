@@ -132,6 +132,11 @@ def dataset_present(data_dir: Path) -> bool:
     return all((folder / name).is_file() for name in OFFICIAL_UNCOMPRESSED_MD5)
 
 
+def holds_dataset_files(folder: Path) -> bool:
+    """True when `folder` itself holds the four files, gzipped or not: something `--from` can import."""
+    return all((folder / name).is_file() or (folder / f"{name}.gz").is_file() for name in OFFICIAL_UNCOMPRESSED_MD5)
+
+
 def ensure_dataset(data_dir: Path, progress: DownloadProgress | None = None) -> list[FileResult] | None:
     """Fetch from the default mirrors unless the dataset is already there; None when nothing was done."""
     if dataset_present(data_dir):

@@ -156,3 +156,11 @@ def test_tuned_preset_beats_the_book_on_real_data(real_data_dir, tmp_path):
                     "--runs-dir", tmp_path / "runs", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["history"][-1]["test_acc"] >= 0.845
+
+
+def test_a_finished_cosine_run_says_it_cannot_be_extended():
+    hparams = resolve_hparams({}, "tuned")
+    finished = {"hparams": hparams.as_dict(), "impl": hparams.impl, "seed": hparams.seed, "epoch": hparams.epochs}
+    for given in ({}, {"epochs": hparams.epochs}, {"epochs": hparams.epochs + 5}):
+        with pytest.raises(ConflictingOption, match="complete .* cannot be extended"):
+            resolve_hparams(given, None, finished)

@@ -151,3 +151,15 @@ def test_ctrl_c_keeps_the_last_epoch_and_prints_a_working_resume_command(synthet
     resumed = invoke(*command[1:], "--json")
     assert resumed.exit_code == 0, resumed.output
     assert [entry["epoch"] for entry in json.loads(resumed.stdout)["history"]] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.realdata
+def test_data_dir_pointing_at_the_files_themselves_is_imported(real_data_dir, tmp_path):
+    import shutil
+
+    from softmax_cli import cli, download
+
+    flat = tmp_path / "flat"
+    shutil.copytree(real_data_dir, flat)
+    cli._ensure_data(flat)
+    assert download.dataset_present(flat)
