@@ -364,7 +364,7 @@ def evaluate(
     data_dir: DataDirOption = None,
     device: DeviceOption = "auto",
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Evaluation batch size. [default: the checkpoint's]", show_default=False)] = None,
-    weights_png: Annotated[Optional[Path], typer.Option(help="Also write the 10 learned weight templates as a PNG.", show_default=False)] = None,
+    weights_png: Annotated[Optional[Path], typer.Option(help="Also write the 10 learned weight templates (columns of W as 28x28 images, titled by class) as a PNG.", show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Evaluate a checkpoint on the 10,000 test images: accuracy, loss, per-class table, confusion matrix."""
@@ -381,9 +381,11 @@ def evaluate(
     per_class = per_class_metrics(evaluation.confusion, names)
     render_evaluation(console, checkpoint, loaded, evaluation, per_class)
     if weights_png is not None:
-        from softmax_cli.viz import save_png, weight_templates
+        from softmax_cli.viz import template_sheet
 
-        _write_png(lambda: save_png(weight_templates(model.weight_bias()[0]), weights_png, nrow=10), weights_png)
+        sheet = template_sheet(model.weight_bias()[0], names)
+        _write_png(lambda: (weights_png.parent.mkdir(parents=True, exist_ok=True), sheet.save(weights_png, format="PNG")),
+                   weights_png)
     if as_json:
         _print_json({
             "checkpoint": str(checkpoint),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from softmax_cli.data import IMAGE_SIDE, NUM_CLASSES
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def weight_templates(weight: torch.Tensor) -> torch.Tensor:
@@ -42,13 +45,22 @@ def confusion_image(confusion: torch.Tensor, class_names: list[str], cell: int =
     return torch.from_numpy(np.asarray(image).copy())
 
 
-def save_png(images: torch.Tensor, path: Path, nrow: int = 10, scale: int = 4) -> None:
-    """Save N x C x H x W images in [0, 1] as one PNG grid, each image enlarged `scale` times."""
-    from torchvision.utils import save_image
+def template_sheet(weight: torch.Tensor, class_names: list[str], scale: int = 4) -> "Image.Image":
+    """The ten weight templates enlarged `scale` times, each titled with its class: what each
+    class's score looks for (bright) and against (dark). Returns a PIL image."""
+    from PIL import Image, ImageDraw
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    enlarged = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
-    save_image(enlarged, str(path), nrow=nrow, padding=2, pad_value=1.0)
+    templates = (weight_templates(weight) * 255).round().to(torch.uint8)
+    side, title, pad = IMAGE_SIDE * scale, 14, 6
+    sheet = Image.new("L", (5 * (side + pad) + pad, 2 * (side + title + pad) + pad), 255)
+    draw = ImageDraw.Draw(sheet)
+    for k, name in enumerate(class_names):
+        x = pad + (k % 5) * (side + pad)
+        y = pad + (k // 5) * (side + title + pad)
+        draw.text((x, y), name, fill=0)
+        tile = Image.fromarray(templates[k, 0].numpy(), mode="L").resize((side, side), Image.NEAREST)
+        sheet.paste(tile, (x, y + title))
+    return sheet
 
 
 def prediction_grid(images_u8: torch.Tensor, titles: list[tuple[str, str]], wrong: list[bool],

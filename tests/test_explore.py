@@ -57,8 +57,8 @@ def test_eval_exports_the_weight_templates(trained, synthetic_data_dir, tmp_path
     result = invoke("eval", trained, "--weights-png", out, "--data-dir", synthetic_data_dir, "--device", "cpu")
     assert result.exit_code == 0, result.output
     with Image.open(out) as image:
-        # 10 templates of 28 x 4 pixels in one row, 2-pixel padding around each
-        assert image.size == (10 * (112 + 2) + 2, 112 + 4)
+        # 2 rows of 5 templates, 28 x 4 pixels each, a 14-pixel title above each, 6-pixel gaps
+        assert image.format == "PNG" and image.size == (5 * (112 + 6) + 6, 2 * (112 + 14 + 6) + 6)
 
 
 def test_weight_templates_are_the_columns_of_w_scaled_to_unit_range():
