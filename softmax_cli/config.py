@@ -15,14 +15,69 @@ LOADERS = ("memory", "dataloader")
 SCHEDULES = ("constant", "cosine")
 DEFAULT_SEED = 326
 
+# The weights are float32, so a larger learning rate or weight decay cannot even be stored.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+@dataclass(frozen=True)
+class Range:
+    """Where a numeric setting may lie: [low, high], either end open or absent."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+# The one table of ranges: option validation, help text and checkpoint validation all read it.
+RANGES: dict[str, Range] = {
+    "epochs": Range(1),
+    "batch_size": Range(1),
+    "seed": Range(0, 2**63 - 1),
+    "workers": Range(0),
+    "lr": Range(0, FLOAT32_MAX, low_open=True),
+    "momentum": Range(0, 1, high_open=True),
+    "weight_decay": Range(0, FLOAT32_MAX),
+    "val_split": Range(0, 1, high_open=True),
+}
+
 # The settings a preset fixes; any option given explicitly overrides its preset value.
 PRESETS: dict[str, dict[str, object]] = {
     # Dive into Deep Learning, chapter 3: batch 256, lr 0.1, plain SGD, raw pixels in [0, 1].
-    "book": {"epochs": 10, "lr": 0.1, "batch_size": 256, "momentum": 0.0, "weight_decay": 0.0,
-             "schedule": "constant", "standardize": False},
+    "book": {
+        "epochs": 10,
+        "lr": 0.1,
+        "batch_size": 256,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "standardize": False,
+    },
     # Still one linear layer: momentum, a little L2, a cosine schedule and standardised pixels.
-    "tuned": {"epochs": 10, "lr": 0.05, "batch_size": 256, "momentum": 0.9, "weight_decay": 1e-4,
-              "schedule": "cosine", "standardize": True},
+    "tuned": {
+        "epochs": 10,
+        "lr": 0.05,
+        "batch_size": 256,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "schedule": "cosine",
+        "standardize": True,
+    },
 }
 
 

@@ -22,11 +22,11 @@ from typing import Iterator
 
 import torch
 
+from softmax_cli.config import Hparams
+from softmax_cli.dataset_files import IMAGE_SIDE
 from softmax_cli.errors import DataError
 from softmax_cli.paths import raw_dir
 
-
-IMAGE_SIDE = 28
 NUM_INPUTS = IMAGE_SIDE * IMAGE_SIDE
 NUM_CLASSES = 10
 # torchvision's file prefixes for the two splits
@@ -74,8 +74,7 @@ def read_split(data_dir: Path, split: str) -> Split:
         ) from None
     if images.dim() != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE) or len(images) != len(labels):
         raise DataError(
-            f"{image_path.name} and {label_path.name} do not form a 28x28 image split; "
-            "run `softmax download --force`"
+            f"{image_path.name} and {label_path.name} do not form a 28x28 image split; run `softmax download --force`"
         )
     return Split(images, labels.to(torch.int64))
 
@@ -196,3 +195,65 @@ class DataLoaderBatches:
         non_blocking = self.device.type == "cuda"
         for X, y in self.loader:
             yield X.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+
+
+@dataclass
+class PreparedData:
+    train: object
+    test: object
+    validation: object | None
+    input_stats: tuple[torch.Tensor, torch.Tensor] | None
+
+
+def input_statistics(train: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel mean and std of the train split in [0, 1] units; std floored at one grey level.
+
+    Summed in chunks so the split is never held as float32 (188 MB) at once.
+    """
+    pixels = train.images.reshape(len(train), NUM_INPUTS)
+    total = torch.zeros(NUM_INPUTS, dtype=torch.float64)
+    squares = torch.zeros(NUM_INPUTS, dtype=torch.float64)
+    for chunk in pixels.split(8192):
+        values = chunk.to(torch.float64) / 255
+        total += values.sum(0)
+        squares += (values * values).sum(0)
+    n = len(pixels)
+    mean = total / n
+    variance = (squares - n * mean * mean) / max(n - 1, 1)
+    return mean.float(), variance.clamp_min(0).sqrt().float().clamp_min(1 / 255)
+
+
+def prepare_data(
+    hparams: Hparams,
+    data_dir: Path,
+    device: torch.device,
+    workers: int,
+    shuffle_generator: torch.Generator,
+    resuming: bool,
+) -> PreparedData:
+    train_split, test_split = read_split(data_dir, "train"), read_split(data_dir, "test")
+    train_idx = val_idx = None
+    if hparams.val_split:
+        train_idx, val_idx = validation_indices(len(train_split), hparams.val_split, hparams.seed)
+        validation = MemoryBatches(train_split.subset(val_idx), hparams.batch_size, device, shuffle=False)
+        train_split = train_split.subset(train_idx)
+    else:
+        validation = None
+    # A resumed run keeps the statistics stored in its checkpoint.
+    input_stats = input_statistics(train_split) if hparams.standardize and not resuming else None
+    if hparams.loader == "dataloader":
+        train = DataLoaderBatches(
+            data_dir,
+            "train",
+            hparams.batch_size,
+            device,
+            shuffle=True,
+            workers=workers,
+            generator=shuffle_generator,
+            indices=train_idx,
+        )
+        test = DataLoaderBatches(data_dir, "test", hparams.batch_size, device, shuffle=False, workers=workers)
+    else:
+        train = MemoryBatches(train_split, hparams.batch_size, device, shuffle=True, generator=shuffle_generator)
+        test = MemoryBatches(test_split, hparams.batch_size, device, shuffle=False)
+    return PreparedData(train, test, validation, input_stats)

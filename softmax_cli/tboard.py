@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from softmax_cli.core import EpochMetrics, SoftmaxRegression, TrainingCallbacks, TrainingResult
+from softmax_cli.models import SoftmaxRegression
+from softmax_cli.training import EpochMetrics, TrainingCallbacks, TrainingResult
 
 SCALAR_TAGS = {
     "train_loss": "loss/train",
@@ -44,12 +45,16 @@ class TensorBoardLogger(TrainingCallbacks):
 
         if result.history:
             last = result.history[-1]
-            final = {f"hparam/{key}": last[key] for key in ("train_loss", "train_acc", "test_acc", "val_acc")
-                     if key in last}
+            final = {
+                f"hparam/{key}": last[key] for key in ("train_loss", "train_acc", "test_acc", "val_acc") if key in last
+            }
             # run_name="." keeps the hparams record in this run's folder instead of a new sub-folder.
             self.writer.add_hparams(result.hparams.as_dict(), final, run_name=".")
         if result.final_evaluation is not None:
-            self.writer.add_image("confusion_matrix", confusion_image(result.final_evaluation.confusion,
-                                                                       result.class_names),
-                                  len(result.history), dataformats="HWC")
+            self.writer.add_image(
+                "confusion_matrix",
+                confusion_image(result.final_evaluation.confusion, result.class_names),
+                len(result.history),
+                dataformats="HWC",
+            )
         self.writer.close()

@@ -38,8 +38,7 @@ def confusion_image(confusion: torch.Tensor, class_names: list[str], cell: int =
         for col in range(n):
             shade = int(255 * (1 - float(rates[row, col])))
             x0, y0 = margin + col * cell, margin + row * cell
-            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255),
-                           outline=(200, 200, 200))
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255), outline=(200, 200, 200))
             text_colour = "white" if shade < 128 else "black"
             draw.text((x0 + 4, y0 + cell // 2 - 5), str(int(confusion[row, col])), fill=text_colour)
     return torch.from_numpy(np.asarray(image).copy())
@@ -63,8 +62,9 @@ def template_sheet(weight: torch.Tensor, class_names: list[str], scale: int = 4)
     return sheet
 
 
-def prediction_grid(images_u8: torch.Tensor, titles: list[tuple[str, str]], wrong: list[bool],
-                    columns: int = 6, scale: int = 3) -> "Image.Image":
+def prediction_grid(
+    images_u8: torch.Tensor, titles: list[tuple[str, str]], wrong: list[bool], columns: int = 6, scale: int = 3
+) -> "Image.Image":
     """A grid of test images, each titled with its true and predicted class (as the book's
     predict_ch3 does), the wrong ones titled in red and framed. Returns a PIL image."""
     from PIL import Image, ImageDraw
@@ -75,7 +75,7 @@ def prediction_grid(images_u8: torch.Tensor, titles: list[tuple[str, str]], wron
     rows = -(-len(titles) // columns)
     sheet = Image.new("RGB", (columns * (cell_width + 8), rows * (side + title_height + 8)), "white")
     draw = ImageDraw.Draw(sheet)
-    for k, (image, (true_name, predicted_name), is_wrong) in enumerate(zip(images_u8, titles, wrong)):
+    for k, (image, (true_name, predicted_name), is_wrong) in enumerate(zip(images_u8, titles, wrong, strict=True)):
         x = (k % columns) * (cell_width + 8) + 4
         y = (k // columns) * (side + title_height + 8) + 4
         colour = (200, 0, 0) if is_wrong else (0, 0, 0)
@@ -84,6 +84,7 @@ def prediction_grid(images_u8: torch.Tensor, titles: list[tuple[str, str]], wron
         tile = Image.fromarray(image.numpy(), mode="L").resize((side, side), Image.NEAREST)
         sheet.paste(tile, (x, y + title_height))
         if is_wrong:
-            draw.rectangle([x - 2, y + title_height - 2, x + side + 1, y + title_height + side + 1], outline=colour,
-                           width=2)
+            draw.rectangle(
+                [x - 2, y + title_height - 2, x + side + 1, y + title_height + side + 1], outline=colour, width=2
+            )
     return sheet

@@ -1,0 +1,35 @@
+"""The `softmax` command line: a Typer skin over the body. Parse, call the body, render.
+
+This module builds `app` and registers every command; the command modules never import
+it back. Nothing outside softmax_cli.cli imports this package (`python -m softmax_cli`
+aside). torch, torchvision and tensorboard are imported inside the commands, so every
+`--help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from softmax_cli.cli import bench, compare, download, evaluate, train
+from softmax_cli.cli.options import reports_errors
+
+app = typer.Typer(
+    name="softmax",
+    help="Softmax regression on Fashion-MNIST, from scratch and concisely (Dive into Deep Learning, ch. 3).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Plain click help and errors: a usage error ends in one "Error: ..." line, not a box.
+    rich_markup_mode=None,
+)
+
+COMMANDS = {
+    "download": download.download,
+    "train": train.train,
+    "eval": evaluate.evaluate,
+    "predict": evaluate.predict,
+    "compare": compare.compare,
+    "bench": bench.bench,
+}
+for name, command in COMMANDS.items():
+    app.command(name)(reports_errors(command))

@@ -1,0 +1,99 @@
+"""`softmax bench`: time the book's pipeline against the memory loader and both implementations."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from softmax_cli.cli.options import (
+    DataDirOption,
+    DeviceOption,
+    JsonOption,
+    console,
+    ensure_data,
+    fail,
+    print_json,
+    resolve_device_or_usage_error,
+)
+from softmax_cli.cli.render import render_bench
+from softmax_cli.config import default_workers
+from softmax_cli.paths import resolve_data_dir
+
+
+def bench(
+    ctx: typer.Context,
+    data_dir: DataDirOption = None,
+    device: DeviceOption = "auto",
+    epochs: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Timed epochs per row, after one warm-up epoch. [default: 3; 1 with --quick]",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Minibatch size.")] = 256,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            min=0, help="DataLoader workers of the book's N-worker rows. [default: min(4, CPUs)]", show_default=False
+        ),
+    ] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1, help="torch.set_num_threads for every row. [default: torch's, one per core]", show_default=False
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Smoke test: at most 20 batches per epoch, 1 timed epoch, rows in-process, "
+            "no import or --help probes.",
+        ),
+    ] = False,
+    isolate: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--isolate/--in-process",
+            show_default=False,
+            help="Run each row in a fresh process, so its peak RSS is its own. "
+            "[default: isolate; in-process with --quick]",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Time the book's DataLoader pipeline against the memory loader and both implementations, in one run."""
+    from softmax_cli import bench as b
+
+    torch_device = resolve_device_or_usage_error(device)
+    target = resolve_data_dir(data_dir)
+    settings = b.BenchSettings(
+        data_dir=target,
+        device=str(torch_device),
+        batch_size=batch_size,
+        epochs=epochs if epochs is not None else (1 if quick else 3),
+        workers=default_workers() if workers is None else workers,
+        quick=quick,
+        threads=threads,
+        isolate=(not quick) if isolate is None else isolate,
+    )
+    ensure_data(target)
+    try:
+        with console.status("benchmarking ...") as status:
+            result = b.run_benchmark(settings, _help_commands(ctx), progress=lambda message: status.update(message))
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+    payload = result.as_dict()
+    render_bench(console, payload)
+    if as_json:
+        print_json(payload)
+
+
+def _help_commands(ctx: typer.Context) -> list[list[str]]:
+    """[] for `softmax --help`, then [name] for every command, as registered on the app."""
+    # The root group this command was invoked from: the command needs no import of the app.
+    group = ctx.find_root().command
+    return [[]] + [[name] for name in sorted(getattr(group, "commands", {}))]

@@ -1,0 +1,119 @@
+"""`softmax compare`: train scratch and concise from the same start and watch them agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from softmax_cli.cli.options import (
+    BatchSizeOption,
+    DataDirOption,
+    DeviceOption,
+    JsonOption,
+    LoaderOption,
+    LrOption,
+    MomentumOption,
+    NaiveSoftmaxOption,
+    PresetOption,
+    RunsDirOption,
+    ScheduleOption,
+    SeedOption,
+    StandardizeOption,
+    WeightDecayOption,
+    WorkersOption,
+    console,
+    ensure_data,
+    fail,
+    given_options,
+    print_json,
+    resolve_device_or_usage_error,
+    say,
+)
+from softmax_cli.paths import resolve_data_dir
+
+DEFAULT_TOLERANCE = 1e-4
+
+
+def compare(
+    epochs: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Epochs each implementation trains. [default: 10]", show_default=False),
+    ] = None,
+    lr: LrOption = None,
+    batch_size: BatchSizeOption = None,
+    loader: LoaderOption = None,
+    workers: WorkersOption = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = None,
+    data_dir: DataDirOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    naive_softmax: NaiveSoftmaxOption = None,
+    preset: PresetOption = None,
+    momentum: MomentumOption = None,
+    weight_decay: WeightDecayOption = None,
+    schedule: ScheduleOption = None,
+    standardize: StandardizeOption = None,
+    tolerance: Annotated[
+        float, typer.Option(min=0, help="Largest absolute weight difference that counts as agreement.")
+    ] = DEFAULT_TOLERANCE,
+    as_json: JsonOption = False,
+) -> None:
+    """Train scratch and concise from the same seed, weights and batch order; show them side by side.
+
+    Exits 0 when their weights agree within --tolerance after every epoch, 1 otherwise.
+    """
+    from softmax_cli.cli.render import TrainingDisplay, render_comparison
+    from softmax_cli.config import default_workers, resolve_hparams
+    from softmax_cli.paths import make_run_dir
+    from softmax_cli.training import compare_implementations
+
+    given = given_options(
+        epochs=epochs, lr=lr, batch_size=batch_size, loader=loader, seed=seed, naive_softmax=naive_softmax,
+        momentum=momentum, weight_decay=weight_decay, schedule=schedule, standardize=standardize,
+    )  # fmt: skip
+    hparams = resolve_hparams(given, preset.value if preset else None)
+    torch_device = resolve_device_or_usage_error(device)
+    workers = default_workers() if workers is None else workers
+    target = resolve_data_dir(data_dir)
+    displays = []
+
+    def display_for(impl):
+        # One live display at a time: close the previous run's before the next one starts.
+        for finished in displays:
+            finished.__exit__(None, None, None)
+        displays.clear()
+        display = TrainingDisplay(console, f"{impl} (seed {hparams.seed})", with_validation=False)
+        display.__enter__()
+        displays.append(display)
+        return [display]
+
+    try:
+        ensure_data(target)
+        run_dir = make_run_dir(runs_dir, "compare", hparams.run_tag)
+        try:
+            compared = compare_implementations(hparams, target, run_dir, torch_device, workers, display_for)
+        finally:
+            for display in displays:
+                display.__exit__(None, None, None)
+    except KeyboardInterrupt:
+        raise fail("interrupted", code=130) from None
+
+    render_comparison(console, compared, hparams.seed)
+    largest = max(max(row.max_weight_diff, row.max_bias_diff) for row in compared)
+    agree = largest <= tolerance
+    verdict = "[green]agree[/]" if agree else "[red]DIFFER[/]"
+    say(
+        f"{verdict}: largest difference in weights and biases {largest:.2e} (tolerance {tolerance:g}); "
+        f"checkpoints scratch.pt and concise.pt in {escape(str(run_dir))}"
+    )
+    if as_json:
+        print_json({
+            "agree": agree, "tolerance": tolerance, "max_abs_diff": largest, "hparams": hparams.as_dict(),
+            "epochs": [{"epoch": r.epoch, "scratch": r.scratch, "concise": r.concise,
+                        "max_weight_diff": r.max_weight_diff, "max_bias_diff": r.max_bias_diff} for r in compared],
+        })  # fmt: skip
+    if not agree:
+        raise typer.Exit(1)

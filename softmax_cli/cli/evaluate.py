@@ -1,0 +1,110 @@
+"""`softmax eval` and `softmax predict`: what a trained checkpoint gets right and wrong on the test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from softmax_cli.cli.options import (
+    CheckpointArgument,
+    DataDirOption,
+    DeviceOption,
+    JsonOption,
+    console,
+    ensure_data,
+    fail,
+    print_json,
+    resolve_device_or_usage_error,
+    write_image,
+)
+from softmax_cli.paths import resolve_data_dir
+
+
+def _checkpoint_device_and_data(checkpoint: Path, device: str, data_dir: Optional[Path]):
+    """What eval and predict start from: a validated checkpoint, the device, and a data dir holding the data."""
+    from softmax_cli import checkpoint as ckpt
+
+    loaded = ckpt.load_checkpoint(checkpoint)
+    torch_device = resolve_device_or_usage_error(device)
+    target = resolve_data_dir(data_dir)
+    ensure_data(target)
+    return loaded, torch_device, target
+
+
+def evaluate(
+    checkpoint: CheckpointArgument,
+    data_dir: DataDirOption = None,
+    device: DeviceOption = "auto",
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Evaluation batch size. [default: the checkpoint's]", show_default=False),
+    ] = None,
+    weights_png: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Also write the 10 learned weight templates (columns of W as 28x28 images, titled by class) as a PNG.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate a checkpoint on the 10,000 test images: accuracy, loss, per-class table, confusion matrix."""
+    from softmax_cli.cli.render import render_evaluation
+    from softmax_cli.evaluation import evaluate_checkpoint, per_class_metrics
+
+    loaded, torch_device, target = _checkpoint_device_and_data(checkpoint, device, data_dir)
+    evaluation, model = evaluate_checkpoint(loaded, target, torch_device, batch_size)
+    names = loaded["class_names"]
+    per_class = per_class_metrics(evaluation.confusion, names)
+    render_evaluation(console, checkpoint, loaded, evaluation, per_class)
+    if weights_png is not None:
+        from softmax_cli.viz import template_sheet
+
+        sheet = template_sheet(model.weight_bias()[0], names)
+        write_image(lambda path: sheet.save(path, format="PNG"), weights_png)
+    if as_json:
+        print_json({
+            "checkpoint": str(checkpoint),
+            "impl": loaded["impl"],
+            "epoch": loaded["epoch"],
+            "test_acc": evaluation.accuracy,
+            "test_loss": evaluation.loss,
+            "n": evaluation.n,
+            "per_class": per_class,
+            "confusion_matrix": evaluation.confusion.tolist(),
+        })  # fmt: skip
+
+
+def predict(
+    checkpoint: CheckpointArgument,
+    n: Annotated[int, typer.Option("--n", min=1, max=10000, help="How many test images to show.")] = 18,
+    only_wrong: Annotated[bool, typer.Option("--only-wrong", help="Show only misclassified images.")] = False,
+    out: Annotated[Path, typer.Option(help="PNG grid of the images titled true / predicted.")] = Path(
+        "predictions.png"
+    ),
+    data_dir: DataDirOption = None,
+    device: DeviceOption = "auto",
+    as_json: JsonOption = False,
+) -> None:
+    """Like the book's predict_ch3: test images with true and predicted classes, as a PNG and a table."""
+    from softmax_cli.cli.render import render_predictions
+    from softmax_cli.evaluation import predict_test_examples
+    from softmax_cli.viz import prediction_grid
+
+    loaded, torch_device, target = _checkpoint_device_and_data(checkpoint, device, data_dir)
+    shown = predict_test_examples(loaded, target, torch_device, n, only_wrong)
+    names = loaded["class_names"]
+    rows = [
+        {"index": int(i), "true": names[int(t)], "predicted": names[int(p)], "confidence": float(c),
+         "correct": int(t) == int(p)}
+        for i, t, p, c in zip(shown.indices, shown.labels, shown.predicted, shown.confidence, strict=True)
+    ]  # fmt: skip
+    if not rows:
+        raise fail("no test image matches (--only-wrong on a model that gets every one right?)")
+    render_predictions(console, rows, only_wrong)
+    grid = prediction_grid(shown.images, [(r["true"], r["predicted"]) for r in rows], [not r["correct"] for r in rows])
+    write_image(lambda path: grid.save(path, format="PNG"), out)
+    if as_json:
+        print_json({"checkpoint": str(checkpoint), "out": str(out), "predictions": rows})

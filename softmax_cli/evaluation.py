@@ -1,0 +1,103 @@
+"""Evaluating a model: accuracy, mean cross-entropy, the confusion matrix, per-class figures, predictions.
+
+The same code path serves the per-epoch test evaluation during training, `softmax eval`
+and `softmax predict`, so their figures agree. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from softmax_cli.config import Hparams
+from softmax_cli.data import NUM_CLASSES, MemoryBatches, read_split
+from softmax_cli.models import SoftmaxRegression, model_from_checkpoint
+
+
+@dataclass
+class Evaluation:
+    """Mean cross-entropy, accuracy and the confusion matrix (rows true, columns predicted)."""
+
+    loss: float
+    accuracy: float
+    confusion: torch.Tensor
+    n: int
+
+
+def evaluate(model: SoftmaxRegression, batches: Iterable) -> Evaluation:
+    """Evaluate on every batch; sums stay on the device and are read once at the end."""
+    loss_sum = confusion = None
+    with torch.no_grad():
+        for X, y in batches:
+            logits = model.logits(X)
+            batch_loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+            batch_confusion = torch.bincount(y * NUM_CLASSES + logits.argmax(1), minlength=NUM_CLASSES**2)
+            loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+            confusion = batch_confusion if confusion is None else confusion + batch_confusion
+    confusion = confusion.reshape(NUM_CLASSES, NUM_CLASSES).cpu()
+    n = int(confusion.sum())
+    return Evaluation(loss=loss_sum.item() / n, accuracy=int(confusion.trace()) / n, confusion=confusion, n=n)
+
+
+def evaluate_checkpoint(
+    checkpoint: dict, data_dir: Path, device: torch.device, batch_size: int | None = None
+) -> tuple[Evaluation, SoftmaxRegression]:
+    """Evaluate a checkpoint on the 10,000 test images with the same code path training used."""
+    model = model_from_checkpoint(checkpoint, device)
+    batch_size = batch_size or Hparams.from_checkpoint(checkpoint).batch_size
+    test = MemoryBatches(read_split(data_dir, "test"), batch_size, device, shuffle=False)
+    return evaluate(model, test), model
+
+
+@dataclass
+class Predictions:
+    """Test examples with the model's verdicts: index in the test split, image, label, prediction, confidence."""
+
+    indices: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
+    predicted: torch.Tensor
+    confidence: torch.Tensor
+
+
+def predict_test_examples(
+    checkpoint: dict, data_dir: Path, device: torch.device, count: int, only_wrong: bool = False
+) -> Predictions:
+    """The first `count` test images (or the first `count` misclassified ones) with their predictions."""
+    model = model_from_checkpoint(checkpoint, device)
+    test = read_split(data_dir, "test")
+    batches = MemoryBatches(test, Hparams.from_checkpoint(checkpoint).batch_size, device, shuffle=False)
+    with torch.no_grad():
+        probabilities = torch.cat([torch.softmax(model.logits(X), dim=1) for X, _ in batches]).cpu()
+    confidence, predicted = probabilities.max(dim=1)
+    candidates = torch.nonzero(predicted != test.labels).flatten() if only_wrong else torch.arange(len(test))
+    chosen = candidates[:count]
+    return Predictions(chosen, test.images[chosen], test.labels[chosen], predicted[chosen], confidence[chosen])
+
+
+def per_class_metrics(confusion, class_names: list[str]) -> list[dict]:
+    """For each class: one-vs-rest accuracy (TP+TN)/N, precision TP/predicted, recall TP/support, support.
+
+    A class never predicted has precision 0 (no correct predictions to speak of).
+    """
+    total = int(confusion.sum())
+    rows = []
+    for k, name in enumerate(class_names):
+        true_positive = int(confusion[k, k])
+        support = int(confusion[k, :].sum())
+        predicted = int(confusion[:, k].sum())
+        true_negative = total - support - predicted + true_positive
+        rows.append(
+            {
+                "class": name,
+                "accuracy": (true_positive + true_negative) / total if total else 0.0,
+                "precision": true_positive / predicted if predicted else 0.0,
+                "recall": true_positive / support if support else 0.0,
+                "support": support,
+            }
+        )
+    return rows

@@ -1,0 +1,316 @@
+"""Training: one epoch, the loop over epochs with callbacks, schedules, and the scratch-vs-concise comparison.
+
+Reads top-down: fit() prepares the data and the model, then for each epoch calls
+train_epoch(), whose model.train_step() ends in the book's `param -= lr * grad`.
+It reports through TrainingCallbacks and never prints or knows the command line.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from softmax_cli import checkpoint as ckpt
+from softmax_cli.config import Hparams, RunPaths
+from softmax_cli.data import class_names, prepare_data
+from softmax_cli.errors import SoftmaxError, TrainingDiverged
+from softmax_cli.evaluation import Evaluation, evaluate
+from softmax_cli.models import SoftmaxRegression, make_model, model_from_checkpoint
+
+
+def _shuffle_generator(hparams: Hparams, device: torch.device) -> torch.Generator:
+    # The memory loader permutes on the device itself; the DataLoader's sampler runs on the CPU.
+    where = device if hparams.loader == "memory" else torch.device("cpu")
+    return torch.Generator(device=where).manual_seed(hparams.seed)
+
+
+def fit(
+    hparams: Hparams,
+    paths: RunPaths,
+    device: torch.device,
+    callbacks: TrainingCallbacks | None = None,
+    workers: int = 0,
+    resume_from: dict | None = None,
+) -> TrainingResult:
+    """Train for hparams.epochs epochs (in total, counting a resumed checkpoint's), evaluating
+    on the test split and saving a checkpoint after every epoch.
+
+    Ctrl-C ends the run cleanly with the last completed epoch's checkpoint in place
+    (result.interrupted). A NaN or infinite loss raises TrainingDiverged naming the epoch.
+    """
+    callbacks = callbacks or TrainingCallbacks()
+    torch.manual_seed(hparams.seed)  # before any parameter exists: the seed article set it after
+    shuffle_generator = _shuffle_generator(hparams, device)
+    data = prepare_data(hparams, paths.data_dir, device, workers, shuffle_generator, resume_from is not None)
+    names = class_names()
+    if resume_from is None:
+        model = make_model(hparams, device, input_stats=data.input_stats)
+        history: list[dict] = []
+        start_epoch = 0
+    else:
+        model = model_from_checkpoint(resume_from, device)
+        history = list(resume_from["history"])
+        start_epoch = resume_from["epoch"]
+        state = resume_from["rng_state"]["shuffle"]
+        try:
+            shuffle_generator.set_state(state)
+        except RuntimeError:
+            # A CPU generator's state (Mersenne Twister) and a GPU's (Philox) differ in size.
+            cpu_state_size = torch.Generator().get_state().numel()
+            trained_on = "cpu" if state.numel() == cpu_state_size else "a GPU (cuda or mps)"
+            raise SoftmaxError(
+                f"the checkpoint's batch order was drawn on {trained_on}, but this run is on {device}; "
+                "resume on the device it was trained on (--device) to continue the same batch order"
+            ) from None
+
+    result = TrainingResult(hparams, device, history, checkpoint=None, log_dir=paths.log_dir, class_names=names)
+    callbacks.on_train_start(
+        TrainingPlan(hparams, device, start_epoch, len(data.train), data.train.num_examples, paths)
+    )
+    try:
+        for epoch_index in range(start_epoch, hparams.epochs):
+            model.set_lr(hparams.lr)
+            schedule = _schedule_for_epoch(hparams, epoch_index, len(data.train))
+            started = time.perf_counter()
+            train_loss, train_acc = train_epoch(model, data.train, callbacks.on_batch_end, schedule)
+            train_seconds = time.perf_counter() - started
+            epoch = epoch_index + 1
+            # The epoch's loss is measured before each step, so the last step can still have
+            # overflowed the weights: check them too before they become "the last good checkpoint".
+            if not (math.isfinite(train_loss) and all(bool(torch.isfinite(t).all()) for t in model.weight_bias())):
+                raise TrainingDiverged(_divergence_message(epoch, train_loss, hparams, result.checkpoint))
+            result.final_evaluation = evaluate(model, data.test)
+            val_acc = evaluate(model, data.validation).accuracy if data.validation is not None else None
+            metrics = EpochMetrics(
+                epoch=epoch,
+                train_loss=train_loss,
+                train_acc=train_acc,
+                test_acc=result.final_evaluation.accuracy,
+                test_loss=result.final_evaluation.loss,
+                seconds=time.perf_counter() - started,
+                examples_per_s=data.train.num_examples / train_seconds,
+                lr=schedule(len(data.train) - 1) if schedule else hparams.lr,
+                val_acc=val_acc,
+            )
+            history.append(metrics.as_dict())
+            save_training_checkpoint(model, hparams, epoch, history, shuffle_generator, names, paths.checkpoint)
+            result.checkpoint = paths.checkpoint
+            callbacks.on_epoch_end(metrics, model)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        callbacks.on_train_end(result, model)
+    return result
+
+
+def _divergence_message(epoch: int, loss: float, hparams: Hparams, last_checkpoint: Path | None) -> str:
+    kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
+    cause = (
+        "the book's naive softmax overflowed (exp of a large logit is inf); drop --naive-softmax "
+        "to use the stable LogSumExp form, or lower --lr"
+        if hparams.naive_softmax
+        else f"try a smaller --lr than {hparams.lr:g}"
+        + (f" or a smaller --momentum than {hparams.momentum:g}" if hparams.momentum else "")
+        + (f" or a smaller --weight-decay than {hparams.weight_decay:g}" if hparams.weight_decay else "")
+    )
+    what = f"training loss became {loss}" if not math.isfinite(loss) else "the weights became NaN or infinite"
+    return f"{what} in epoch {epoch}: {cause}; {kept}"
+
+
+def save_training_checkpoint(
+    model: SoftmaxRegression,
+    hparams: Hparams,
+    epoch: int,
+    history: list[dict],
+    shuffle_generator: torch.Generator,
+    names: list[str],
+    path: Path,
+) -> None:
+    """Save everything needed to evaluate the model or resume training bit for bit."""
+    weight, bias = model.weight_bias()
+    stats = model.input_stats
+    ckpt.save_checkpoint(
+        ckpt.build_checkpoint(
+            impl=model.impl,
+            weight=weight,
+            bias=bias,
+            class_names=names,
+            hparams=hparams.as_dict(),
+            epoch=epoch,
+            history=history,
+            seed=hparams.seed,
+            optimizer_state=model.optimizer_state(),
+            rng_state={"shuffle": shuffle_generator.get_state()},
+            input_standardization=None if stats is None else {"mean": stats[0].cpu(), "std": stats[1].cpu()},
+        ),
+        path,
+    )
+
+
+def train_epoch(model: SoftmaxRegression, batches, on_batch=None, lr_for_batch=None) -> tuple[float, float]:
+    """One pass over the training batches; returns (mean loss, accuracy) read once at the end.
+
+    lr_for_batch(i), when given, sets the learning rate before the i-th step (a schedule).
+    """
+    loss_sum = correct = None
+    for i, (X, y) in enumerate(batches):
+        if lr_for_batch is not None:
+            model.set_lr(lr_for_batch(i))
+        losses, logits = model.train_step(X, y)
+        batch_loss, batch_correct = losses.sum(), (logits.argmax(1) == y).sum()
+        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+        correct = batch_correct if correct is None else correct + batch_correct
+        if on_batch is not None:
+            on_batch()
+    n = batches.num_examples
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _schedule_for_epoch(hparams: Hparams, epoch_index: int, batches_per_epoch: int):
+    """The per-batch learning rates of one epoch, or None when the rate is constant."""
+    if hparams.schedule == "constant":
+        return None
+    total = hparams.epochs * batches_per_epoch
+    first = epoch_index * batches_per_epoch
+    return lambda i: hparams.lr_at((first + i) / total)
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_acc: float
+    test_loss: float
+    seconds: float
+    examples_per_s: float
+    lr: float
+    val_acc: float | None = None
+
+    def as_dict(self) -> dict:
+        entry = {
+            "epoch": self.epoch,
+            "train_loss": self.train_loss,
+            "train_acc": self.train_acc,
+            "test_acc": self.test_acc,
+            "test_loss": self.test_loss,
+            "seconds": self.seconds,
+            "examples_per_s": self.examples_per_s,
+            "lr": self.lr,
+        }
+        if self.val_acc is not None:
+            entry["val_acc"] = self.val_acc
+        return entry
+
+
+class TrainingCallbacks:
+    """Hooks the training loop reports through; the CLI supplies Rich and TensorBoard versions."""
+
+    def on_train_start(self, plan: "TrainingPlan") -> None: ...
+    def on_batch_end(self) -> None: ...
+    def on_epoch_end(self, metrics: EpochMetrics, model: SoftmaxRegression) -> None: ...
+    def on_train_end(self, result: "TrainingResult", model: SoftmaxRegression) -> None: ...
+
+
+class CallbackList(TrainingCallbacks):
+    """Forwards every hook to each callback in order."""
+
+    def __init__(self, callbacks: Iterable[TrainingCallbacks]) -> None:
+        self.callbacks = list(callbacks)
+
+    def on_train_start(self, plan):
+        for callback in self.callbacks:
+            callback.on_train_start(plan)
+
+    def on_batch_end(self):
+        for callback in self.callbacks:
+            callback.on_batch_end()
+
+    def on_epoch_end(self, metrics, model):
+        for callback in self.callbacks:
+            callback.on_epoch_end(metrics, model)
+
+    def on_train_end(self, result, model):
+        for callback in self.callbacks:
+            callback.on_train_end(result, model)
+
+
+@dataclass
+class TrainingPlan:
+    hparams: Hparams
+    device: torch.device
+    start_epoch: int
+    batches_per_epoch: int
+    train_examples: int
+    paths: RunPaths
+
+
+@dataclass
+class TrainingResult:
+    hparams: Hparams
+    device: torch.device
+    history: list[dict]
+    checkpoint: Path | None
+    log_dir: Path | None = None
+    interrupted: bool = False
+    final_evaluation: Evaluation | None = None
+    class_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ComparedEpoch:
+    """One epoch of scratch and concise side by side, and how far apart their weights are."""
+
+    epoch: int
+    scratch: dict
+    concise: dict
+    max_weight_diff: float
+    max_bias_diff: float
+
+
+class _WeightSnapshots(TrainingCallbacks):
+    def __init__(self) -> None:
+        self.weights: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def on_epoch_end(self, metrics, model):
+        self.weights.append(tuple(t.detach().cpu().clone() for t in model.weight_bias()))
+
+
+def compare_implementations(
+    hparams: Hparams, data_dir: Path, run_dir: Path, device: torch.device, workers: int = 0, make_callbacks=None
+) -> list[ComparedEpoch]:
+    """Train scratch and concise from the same seed, so from the same initial weights and the
+    same batch order, and compare them after every epoch.
+
+    make_callbacks(impl) may supply display callbacks for each of the two runs.
+    """
+    runs = {}
+    for impl in ("scratch", "concise"):
+        run_hparams = Hparams(
+            **{**hparams.as_dict(), "impl": impl, "naive_softmax": hparams.naive_softmax and impl == "scratch"}
+        )
+        snapshots = _WeightSnapshots()
+        extra = make_callbacks(impl) if make_callbacks else []
+        paths = RunPaths(data_dir=data_dir, log_dir=run_dir, checkpoint=run_dir / f"{impl}.pt")
+        result = fit(run_hparams, paths, device, CallbackList([snapshots, *extra]), workers=workers)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        runs[impl] = (result.history, snapshots.weights)
+    (scratch_history, scratch_weights), (concise_history, concise_weights) = runs["scratch"], runs["concise"]
+    return [
+        ComparedEpoch(
+            epoch=s_entry["epoch"],
+            scratch=s_entry,
+            concise=c_entry,
+            max_weight_diff=float((s_w[0] - c_w[0]).abs().max()),
+            max_bias_diff=float((s_w[1] - c_w[1]).abs().max()),
+        )
+        for s_entry, c_entry, s_w, c_w in zip(
+            scratch_history, concise_history, scratch_weights, concise_weights, strict=True
+        )
+    ]
