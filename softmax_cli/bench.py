@@ -3,18 +3,11 @@
 Everything is measured in one run, on the same data, with the same batch size and
 learning rate, so the speed-ups are ratios of numbers taken minutes apart on the same
 machine. Each row trains for one warm-up epoch, then `epochs` timed epochs; the figure
-reported is the *median* timed epoch (the training pass only: no test evaluation, no
-checkpoint, no TensorBoard). On CUDA/MPS the device is synchronised before every clock
-read, so queued kernels are counted in the epoch that launched them.
+reported is the *median* timed epoch (the training pass only).
 
-Rows (N = --workers):
-
-* book-w0, book-wN: torchvision FashionMNIST + ToTensor + DataLoader(num_workers=...),
-  the concise model, and the project's training loop (losses summed on the device).
-* article-wN: the same pipeline with the book's d2l loop, which reads every batch's
-  loss and accuracy back with float(), one host sync per batch.
-* memory-data: the memory loader alone (draw, index, cast), no model.
-* memory-concise, memory-scratch: both implementations on the memory loader.
+The rows and the timing of one row live in softmax_cli.bench_rows; this module is the
+harness around them: settings, the fresh processes rows run in, the import and --help
+probes, the environment, and the result.
 
 Memory. ru_maxrss is a process-wide high-water mark, so rows that share a process
 cannot be told apart. By default (isolate=True) every row runs in a fresh
@@ -33,25 +26,45 @@ prints" is the row-worker entry point at the bottom, whose stdout is the protoco
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
+from softmax_cli.bench_rows import (
+    WARMUP_EPOCHS,
+    Progress,
+    RowSpec,
+    children_peak_rss_mib,
+    measure_row,
+    peak_rss_mib,
+    plan_rows,
+)
 from softmax_cli.config import DEFAULT_SEED
 from softmax_cli.errors import SoftmaxError
 
-Progress = Optional[Callable[[str], None]]
+__all__ = [
+    "BenchError",
+    "BenchResult",
+    "BenchSettings",
+    "RowSpec",
+    "children_peak_rss_mib",
+    "evaluate_targets",
+    "measure_help",
+    "measure_imports",
+    "measure_row",
+    "measure_row_isolated",
+    "peak_rss_mib",
+    "plan_rows",
+    "run_benchmark",
+]
 
 BOOK_LR = 0.1
-WARMUP_EPOCHS = 1
 QUICK_MAX_BATCHES = 20
 TIMING_STATISTIC = "median"
 IMPORT_STATEMENT = "import torch, torchvision, torch.utils.tensorboard"
@@ -76,20 +89,10 @@ class BenchError(SoftmaxError):
     """A benchmark row or a timing subprocess failed."""
 
 
-@dataclass(frozen=True)
-class RowSpec:
-    """One configuration to time."""
-
-    key: str
-    label: str
-    loader: str  # "dataloader" or "memory"
-    impl: Optional[str]  # "concise", "scratch", or None for the data path alone
-    workers: int = 0
-    per_batch_sync: bool = False
-
-
 @dataclass
 class BenchSettings:
+    """What one run measures with; it travels to every isolated row as JSON, so plain values only."""
+
     data_dir: Path
     device: str  # a resolved device string: "cpu", "cuda", "cuda:1", "mps"
     batch_size: int = 256
@@ -101,215 +104,6 @@ class BenchSettings:
     lr: float = BOOK_LR
     seed: int = DEFAULT_SEED
     threads: Optional[int] = None  # torch.set_num_threads in each row; None keeps torch's default
-
-
-def plan_rows(workers: int) -> list[RowSpec]:
-    """The rows, in display order; with --workers 0 the two book rows collapse into one."""
-    rows = [RowSpec("book-w0", "book, 0 workers", "dataloader", "concise", 0)]
-    if workers > 0:
-        rows.append(RowSpec(f"book-w{workers}", f"book, {workers} workers", "dataloader", "concise", workers))
-    rows += [
-        RowSpec(f"article-w{workers}", f"book (per-batch float sync), {workers} workers", "dataloader",
-                "concise", workers, per_batch_sync=True),
-        RowSpec("memory-data", "memory loader, data only", "memory", None),
-        RowSpec("memory-concise", "memory loader, concise", "memory", "concise"),
-        RowSpec("memory-scratch", "memory loader, scratch", "memory", "scratch"),
-    ]
-    return rows
-
-
-# ---------------------------------------------------------------------------------------
-# Measuring one row (in this process)
-
-
-def _vmhwm_mib(pid: str) -> Optional[float]:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _child_pids() -> list[str]:
-    """Live children of this process, from /proc/<pid>/stat (Linux); [] elsewhere."""
-    me, children = os.getpid(), []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for pid in entries:
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 1 and fields[1] == str(me):
-            children.append(pid)
-    return children
-
-
-def children_peak_rss_mib() -> Optional[float]:
-    """The largest peak RSS among this process's live children (the DataLoader workers), Linux only.
-
-    Not RUSAGE_CHILDREN: that also counts helpers that torch's import runs, which
-    inherit their parent's high-water mark through execve.
-    """
-    peaks = [peak for peak in map(_vmhwm_mib, _child_pids()) if peak is not None]
-    return max(peaks) if peaks else None
-
-
-def _maxrss_mib(who: int) -> float:
-    value = resource.getrusage(who).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return value / (1024 * 1024) if sys.platform == "darwin" else value / 1024
-
-
-def peak_rss_mib() -> float:
-    """This process's own peak RSS (MiB).
-
-    On Linux ru_maxrss survives execve: a child started by a 700 MiB process that has
-    imported torch reports at least 700 MiB whatever it does itself. VmHWM belongs to
-    the current address space, so it starts afresh at exec; use it where it exists.
-    """
-    peak = _vmhwm_mib("self")
-    return peak if peak is not None else _maxrss_mib(resource.RUSAGE_SELF)
-
-
-class _Capped:
-    """At most `max_batches` batches of an iterator of batches, with num_examples to match."""
-
-    def __init__(self, batches, max_batches: int, batch_size: int) -> None:
-        self.batches = batches
-        self.max_batches = max_batches
-        self.num_examples = min(batches.num_examples, max_batches * batch_size)
-
-    def __len__(self) -> int:
-        return min(len(self.batches), self.max_batches)
-
-    def __iter__(self) -> Iterator:
-        for i, batch in enumerate(self.batches):
-            if i >= self.max_batches:
-                break
-            yield batch
-
-
-def _synchronize(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def _article_epoch(model, batches) -> tuple[float, float]:
-    """The book's d2l train_epoch_ch3: every batch's loss and accuracy read back with float()."""
-    loss_sum = correct = count = 0.0
-    for X, y in batches:
-        l, y_hat = model.train_step(X, y)
-        loss_sum += float(l.sum())
-        correct += float((y_hat.argmax(1).type(y.dtype) == y).sum())
-        count += y.numel()
-    return loss_sum / count, correct / count
-
-
-def _data_epoch(batches) -> tuple[float, float]:
-    """The loader alone: every batch is produced (and, on CPU, materialised) but not used."""
-    n = 0
-    for X, y in batches:
-        n += X.shape[0]
-    return 0.0, float(n)
-
-
-def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = None) -> dict:
-    """Time `spec` in this process: setup, one warm-up epoch, then settings.epochs timed epochs."""
-    import torch
-    import torchvision  # noqa: F401  (both loaders use it; counted in the import baseline)
-
-    from softmax_cli import core, data
-    from softmax_cli.config import Hparams
-
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    rss_after_imports = peak_rss_mib()
-    device = torch.device(settings.device)
-    torch.manual_seed(settings.seed)
-    started = time.perf_counter()
-    if spec.loader == "memory":
-        generator = torch.Generator(device=device).manual_seed(settings.seed)
-        batches = data.MemoryBatches(data.read_split(settings.data_dir, "train"), settings.batch_size, device,
-                                     shuffle=True, generator=generator)
-    else:
-        generator = torch.Generator().manual_seed(settings.seed)
-        batches = data.DataLoaderBatches(settings.data_dir, "train", settings.batch_size, device, shuffle=True,
-                                         workers=spec.workers, generator=generator)
-    if settings.max_batches:
-        batches = _Capped(batches, settings.max_batches, settings.batch_size)
-    model = None
-    if spec.impl is not None:
-        hparams = Hparams(impl=spec.impl, lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed,
-                          loader=spec.loader)
-        model = core.make_model(hparams, device)
-    _synchronize(device)
-    setup_seconds = time.perf_counter() - started
-
-    if model is None:
-        run_epoch = lambda: _data_epoch(batches)  # noqa: E731
-    elif spec.per_batch_sync:
-        run_epoch = lambda: _article_epoch(model, batches)  # noqa: E731
-    else:
-        run_epoch = lambda: core.train_epoch(model, batches)  # noqa: E731
-
-    seconds: list[float] = []
-    warmup_seconds = 0.0
-    last_loss = None
-    total = WARMUP_EPOCHS + settings.epochs
-    for i in range(total):
-        _synchronize(device)
-        t0 = time.perf_counter()
-        loss, _ = run_epoch()
-        _synchronize(device)
-        elapsed = time.perf_counter() - t0
-        if i < WARMUP_EPOCHS:
-            warmup_seconds += elapsed
-        else:
-            seconds.append(elapsed)
-        last_loss = loss if model is not None else None
-        if progress is not None:
-            what = "warm-up" if i < WARMUP_EPOCHS else f"epoch {i - WARMUP_EPOCHS + 1}/{settings.epochs}"
-            progress(f"{spec.label}: {what} {elapsed:.3f} s")
-
-    workers_peak = children_peak_rss_mib() if spec.workers else None  # before the workers end
-    examples = batches.num_examples
-    n_batches = len(batches)
-    del batches, model  # ends persistent DataLoader workers before the next row
-    import gc
-
-    gc.collect()
-    per_epoch = statistics.median(seconds)
-    return {
-        **asdict(spec),
-        "device": str(device),
-        "examples_per_epoch": examples,
-        "batches_per_epoch": n_batches,
-        "setup_seconds": setup_seconds,
-        "warmup_seconds": warmup_seconds,
-        "epoch_seconds": seconds,
-        "seconds_per_epoch": per_epoch,
-        "seconds_mean": statistics.fmean(seconds),
-        "seconds_min": min(seconds),
-        "examples_per_s": examples / per_epoch if per_epoch > 0 else None,
-        "final_train_loss": last_loss if last_loss is not None and math.isfinite(last_loss) else None,
-        "torch_threads": torch.get_num_threads(),
-        "peak_rss_mib": peak_rss_mib(),
-        "rss_after_imports_mib": rss_after_imports,
-        "workers_peak_rss_mib": workers_peak,
-    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -366,11 +160,12 @@ def _run_json_subprocess(argv: list[str], what: str) -> dict:
 def measure_row_isolated(spec: RowSpec, settings: BenchSettings) -> dict:
     """measure_row in a fresh interpreter, so its peak RSS belongs to this row alone."""
     payload = json.dumps({"spec": asdict(spec), "settings": _settings_to_json(settings)})
-    return _run_json_subprocess([sys.executable, "-m", "softmax_cli.bench", "row", payload],
-                                f"benchmark row {spec.key!r}")
+    return _run_json_subprocess(
+        [sys.executable, "-m", "softmax_cli.bench", "row", payload], f"benchmark row {spec.key!r}"
+    )
 
 
-_IMPORT_PROBE = f"""
+_IMPORT_PROBE = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 import torch
@@ -385,9 +180,9 @@ try:  # ru_maxrss survives execve (it would report our parent's peak); VmHWM doe
     rss = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
 except (OSError, StopIteration, ValueError):
     pass
-print(json.dumps({{"torch_s": t1 - t0, "torchvision_s": t2 - t1, "tensorboard_s": t3 - t2,
+print(json.dumps({"torch_s": t1 - t0, "torchvision_s": t2 - t1, "tensorboard_s": t3 - t2,
                   "total_s": t3 - t0, "peak_rss_mib": rss, "torch_version": torch.__version__,
-                  "torchvision_version": torchvision.__version__, "torch_threads": torch.get_num_threads()}}))
+                  "torchvision_version": torchvision.__version__, "torch_threads": torch.get_num_threads()}))
 """
 
 
@@ -412,8 +207,14 @@ def measure_help(commands: list[list[str]], repeats: int = 3) -> list[dict]:
             runs.append(time.perf_counter() - t0)
             if done.returncode != 0:
                 raise BenchError(f"`softmax {' '.join(args + ['--help'])}` exited {done.returncode}")
-        results.append({"command": " ".join(["softmax", *args, "--help"]), "median_s": statistics.median(runs),
-                        "min_s": min(runs), "runs": runs})
+        results.append(
+            {
+                "command": " ".join(["softmax", *args, "--help"]),
+                "median_s": statistics.median(runs),
+                "min_s": min(runs),
+                "runs": runs,
+            }
+        )
     return results
 
 
@@ -423,6 +224,13 @@ def measure_help(commands: list[list[str]], repeats: int = 3) -> list[dict]:
 
 @dataclass
 class BenchResult:
+    """One benchmark run; as_dict() is the `--json` payload.
+
+    targets are the project's own performance goals (evaluate_targets), kept for the
+    JSON record of a run: they say nothing a user of the tool needs, so no human-facing
+    rendering should show them.
+    """
+
     settings: dict
     environment: dict
     rows: list[dict]
@@ -436,7 +244,7 @@ class BenchResult:
             "settings": self.settings,
             "timing_statistic": TIMING_STATISTIC,
             "timed": "training pass only (no evaluation, checkpoint or logging), "
-                     f"{WARMUP_EPOCHS} warm-up epoch then settings.epochs timed epochs",
+            f"{WARMUP_EPOCHS} warm-up epoch then settings.epochs timed epochs",
             "memory_mode": "isolated" if self.settings["isolate"] else "in-process",
             "memory_note": MEMORY_MODES["isolated" if self.settings["isolate"] else "in-process"],
             "environment": self.environment,
@@ -483,7 +291,7 @@ def _device_name(device: str) -> str:
 
 
 def evaluate_targets(rows: list[dict], imports: Optional[dict], help_times: list[dict], isolate: bool) -> list[dict]:
-    """The issue's targets that one benchmark run can check, with the measured values."""
+    """The project's performance targets that one run can check, with the measured values (JSON only)."""
     by_key = {row["key"]: row for row in rows}
     book = [row for row in rows if row["loader"] == "dataloader"]
     targets = []
@@ -491,24 +299,45 @@ def evaluate_targets(rows: list[dict], imports: Optional[dict], help_times: list
         fastest_book = min(row["seconds_per_epoch"] for row in book)
         slower_memory = max(by_key[k]["seconds_per_epoch"] for k in ("memory-concise", "memory-scratch"))
         value = fastest_book / slower_memory
-        targets.append({"target": "memory loader >= 20x faster per epoch than the fastest book row",
-                        "value": value, "limit": 20.0, "met": value >= 20.0})
+        targets.append(
+            {
+                "target": "memory loader >= 20x faster per epoch than the fastest book row",
+                "value": value,
+                "limit": 20.0,
+                "met": value >= 20.0,
+            }
+        )
         ratio = by_key["memory-scratch"]["seconds_per_epoch"] / by_key["memory-concise"]["seconds_per_epoch"]
-        targets.append({"target": "scratch within 1.3x of concise per epoch", "value": ratio, "limit": 1.3,
-                        "met": ratio <= 1.3})
+        targets.append(
+            {"target": "scratch within 1.3x of concise per epoch", "value": ratio, "limit": 1.3, "met": ratio <= 1.3}
+        )
     if isolate and imports is not None:
-        for measure, label in (("process_maxrss_mib", "whole processes, as /usr/bin/time"),
-                               ("peak_rss_mib", "in-process VmHWM, before interpreter exit")):
+        for measure, label in (
+            ("process_maxrss_mib", "whole processes, as /usr/bin/time"),
+            ("peak_rss_mib", "in-process VmHWM, before interpreter exit"),
+        ):
             limit = imports[measure] + 150
             for key in ("memory-concise", "memory-scratch"):
                 if key in by_key and by_key[key].get(measure) is not None:
                     value = by_key[key][measure]
-                    targets.append({"target": f"{key} peak RSS <= import RSS + 150 MiB ({label})", "value": value,
-                                    "limit": limit, "met": value <= limit})
+                    targets.append(
+                        {
+                            "target": f"{key} peak RSS <= import RSS + 150 MiB ({label})",
+                            "value": value,
+                            "limit": limit,
+                            "met": value <= limit,
+                        }
+                    )
     if help_times:
         worst = max(help_times, key=lambda h: h["median_s"])
-        targets.append({"target": f"every --help <= 0.3 s (slowest: {worst['command']})",
-                        "value": worst["median_s"], "limit": 0.3, "met": worst["median_s"] <= 0.3})
+        targets.append(
+            {
+                "target": f"every --help <= 0.3 s (slowest: {worst['command']})",
+                "value": worst["median_s"],
+                "limit": 0.3,
+                "met": worst["median_s"] <= 0.3,
+            }
+        )
     return targets
 
 
@@ -538,8 +367,11 @@ def run_benchmark(settings: BenchSettings, help_commands: list[list[str]], progr
     book = [row for row in rows if row["loader"] == "dataloader"]
     baseline = min(book, key=lambda row: row["seconds_per_epoch"]) if book else None
     for row in rows:
-        row["speedup"] = (baseline["seconds_per_epoch"] / row["seconds_per_epoch"]
-                          if baseline and row["seconds_per_epoch"] > 0 else None)
+        row["speedup"] = (
+            baseline["seconds_per_epoch"] / row["seconds_per_epoch"]
+            if baseline and row["seconds_per_epoch"] > 0
+            else None
+        )
         row["is_baseline"] = row is baseline
 
     imports, help_times = None, []
@@ -570,6 +402,7 @@ def run_benchmark(settings: BenchSettings, help_commands: list[list[str]], progr
 
 
 def _row_main(argv: list[str]) -> int:
+    """Measure one row and print it as one JSON line: the protocol measure_row_isolated reads."""
     if len(argv) != 2 or argv[0] != "row":
         sys.stderr.write("usage: python -m softmax_cli.bench row '<json spec and settings>'\n")
         return 2

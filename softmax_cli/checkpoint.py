@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import pickle
 import re
-import tempfile
 import warnings
 from dataclasses import MISSING, fields
 from datetime import datetime, timezone
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from softmax_cli.atomic import atomic_write
 from softmax_cli.config import IMPLS, LOADERS, PRESETS, SCHEDULES, Hparams
 from softmax_cli.errors import CheckpointError
 
@@ -42,14 +41,19 @@ FORMAT_VERSION = 1
 WEIGHT_SHAPE = (784, 10)
 BIAS_SHAPE = (10,)
 _REQUIRED_KEYS = (
-    "format", "version", "impl", "weight", "bias", "class_names", "hparams", "epoch", "history", "seed",
+    "format",
+    "version",
+    "impl",
+    "weight",
+    "bias",
+    "class_names",
+    "hparams",
+    "epoch",
+    "history",
+    "seed",
     "rng_state",
 )
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
-# mkstemp creates files 0600; a checkpoint gets the mode any other new file would (0666 less the umask).
-# Read once at import, while no other thread can create files under the briefly changed umask.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def build_checkpoint(
@@ -110,43 +114,17 @@ def _ensure_plain(value: object, where: str) -> None:
 
 
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, fsync, then rename over `path`.
+    """Write atomically (softmax_cli.atomic): a temporary file in the same folder, fsync, then rename over `path`.
 
     A crash or Ctrl-C mid-write leaves the previous checkpoint untouched and no partial file.
     A folder that cannot be created or written is a CheckpointError naming the path.
     """
-    tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            if hasattr(os, "fchmod"):  # POSIX (Windows has no such mode bits to fix)
-                os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
+        with atomic_write(path) as handle:
             torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
     except OSError as exc:
         raise CheckpointError(f"cannot write the checkpoint {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable where the platform allows it (best effort)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -227,8 +205,12 @@ def _validate(raw: object, path: Path) -> None:
     if not _is_int(raw["seed"]):
         raise CheckpointError(f"{path}: seed must be an integer")
     rng = raw["rng_state"]
-    if not (isinstance(rng, dict) and isinstance(rng.get("shuffle"), torch.Tensor)
-            and rng["shuffle"].dtype == torch.uint8 and rng["shuffle"].dim() == 1):
+    if not (
+        isinstance(rng, dict)
+        and isinstance(rng.get("shuffle"), torch.Tensor)
+        and rng["shuffle"].dtype == torch.uint8
+        and rng["shuffle"].dim() == 1
+    ):
         raise CheckpointError(f"{path}: rng_state must hold the shuffle generator's state as a uint8 tensor")
     _check_optimizer_state(raw.get("optimizer_state"), raw["impl"], path)
     stats = raw.get("input_standardization")
@@ -252,8 +234,12 @@ def _is_number(value: object) -> bool:
 # Values a stored hparam must take; fields not listed are checked by the type of their default.
 _CHOICES = {"impl": IMPLS, "loader": LOADERS, "schedule": SCHEDULES, "preset": tuple(PRESETS)}
 _RANGES = {
-    "epochs": lambda v: v >= 1, "batch_size": lambda v: v >= 1, "lr": lambda v: v > 0,
-    "momentum": lambda v: v >= 0, "weight_decay": lambda v: v >= 0, "val_split": lambda v: 0 <= v < 1,
+    "epochs": lambda v: v >= 1,
+    "batch_size": lambda v: v >= 1,
+    "lr": lambda v: v > 0,
+    "momentum": lambda v: v >= 0,
+    "weight_decay": lambda v: v >= 0,
+    "val_split": lambda v: 0 <= v < 1,
 }
 
 
@@ -299,15 +285,21 @@ def _check_optimizer_state(state: object, impl: str, path: Path) -> None:
         buffers = state.get("momentum_buffers")
         if not (isinstance(buffers, list) and len(buffers) == 2):
             raise CheckpointError(bad)
-        for buffer, name, shape in zip(buffers, ("weight", "bias"), (WEIGHT_SHAPE, BIAS_SHAPE)):
+        for buffer, name, shape in zip(buffers, ("weight", "bias"), (WEIGHT_SHAPE, BIAS_SHAPE), strict=True):
             if buffer is not None:
                 _check_tensor(buffer, f"optimizer_state momentum buffer of the {name}", shape, path)
         return
     # concise: torch.optim.SGD.state_dict() of nn.Linear(784, 10)'s [weight, bias]
     groups, per_param = state.get("param_groups"), state.get("state")
-    if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)
-            and groups[0].get("params") == [0, 1] and isinstance(per_param, dict)
-            and set(per_param) <= {0, 1} and all(isinstance(v, dict) for v in per_param.values())):
+    if not (
+        isinstance(groups, list)
+        and len(groups) == 1
+        and isinstance(groups[0], dict)
+        and groups[0].get("params") == [0, 1]
+        and isinstance(per_param, dict)
+        and set(per_param) <= {0, 1}
+        and all(isinstance(v, dict) for v in per_param.values())
+    ):
         raise CheckpointError(bad)
     for index, name, shape in ((0, "weight", WEIGHT_SHAPE[::-1]), (1, "bias", BIAS_SHAPE)):
         buffer = per_param.get(index, {}).get("momentum_buffer")

@@ -25,6 +25,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from conftest import write_synthetic_dataset
+from softmax_cli import atomic
 from softmax_cli import checkpoint as ckpt
 from softmax_cli import core
 from softmax_cli.cli import app
@@ -454,7 +455,7 @@ def test_crash_between_write_and_rename_keeps_the_old_checkpoint(tmp_path, good,
         assert Path(src).stat().st_size > 0  # the new file was fully written, only the rename fails
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckpt.os, "replace", crash)
+    monkeypatch.setattr(atomic.os, "replace", crash)
     with pytest.raises(CheckpointError, match="No space left on device"):
         ckpt.save_checkpoint(damaged(good, epoch=99), path)
     monkeypatch.undo()
@@ -491,7 +492,7 @@ def test_first_save_interrupted_leaves_nothing(tmp_path, good, monkeypatch):
     def crash(src, dst):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(ckpt.os, "replace", crash)
+    monkeypatch.setattr(atomic.os, "replace", crash)
     with pytest.raises(CheckpointError):
         ckpt.save_checkpoint(good, tmp_path / "checkpoint.pt")
     monkeypatch.undo()
