@@ -38,6 +38,7 @@ from typing import Optional
 
 from softmax_cli.bench_rows import (
     WARMUP_EPOCHS,
+    BenchSettings,
     Progress,
     RowSpec,
     children_peak_rss_mib,
@@ -45,7 +46,6 @@ from softmax_cli.bench_rows import (
     peak_rss_mib,
     plan_rows,
 )
-from softmax_cli.config import DEFAULT_SEED
 from softmax_cli.errors import SoftmaxError
 
 __all__ = [
@@ -64,7 +64,6 @@ __all__ = [
     "run_benchmark",
 ]
 
-BOOK_LR = 0.1
 QUICK_MAX_BATCHES = 20
 TIMING_STATISTIC = "median"
 IMPORT_STATEMENT = "import torch, torchvision, torch.utils.tensorboard"
@@ -87,23 +86,6 @@ MEMORY_MODES = {
 
 class BenchError(SoftmaxError):
     """A benchmark row or a timing subprocess failed."""
-
-
-@dataclass
-class BenchSettings:
-    """What one run measures with; it travels to every isolated row as JSON, so plain values only."""
-
-    data_dir: Path
-    device: str  # a resolved device string: "cpu", "cuda", "cuda:1", "mps"
-    batch_size: int = 256
-    epochs: int = 3
-    workers: int = 4
-    quick: bool = False
-    isolate: bool = True
-    max_batches: Optional[int] = None  # cap per epoch; set by quick
-    lr: float = BOOK_LR
-    seed: int = DEFAULT_SEED
-    threads: Optional[int] = None  # torch.set_num_threads in each row; None keeps torch's default
 
 
 # ---------------------------------------------------------------------------------------

@@ -32,10 +32,30 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Callable, Iterator, Optional
+from pathlib import Path
+from typing import Callable, Iterator, Optional
 
-if TYPE_CHECKING:
-    from softmax_cli.bench import BenchSettings
+from softmax_cli.config import DEFAULT_SEED
+
+BOOK_LR = 0.1
+
+
+@dataclass
+class BenchSettings:
+    """What one run measures with; it travels to every isolated row as JSON, so plain values only."""
+
+    data_dir: Path
+    device: str  # a resolved device string: "cpu", "cuda", "cuda:1", "mps"
+    batch_size: int = 256
+    epochs: int = 3
+    workers: int = 4
+    quick: bool = False
+    isolate: bool = True
+    max_batches: Optional[int] = None  # cap per epoch; set by quick
+    lr: float = BOOK_LR
+    seed: int = DEFAULT_SEED
+    threads: Optional[int] = None  # torch.set_num_threads in each row; None keeps torch's default
+
 
 Progress = Optional[Callable[[str], None]]
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-
-from softmax_cli.errors import SoftmaxError
 
 DATA_DIR_ENV = "SOFTMAX_DATA_DIR"
 
@@ -36,20 +33,3 @@ def raw_dir(data_dir: Path) -> Path:
     book's DataLoader pipeline.
     """
     return data_dir / "FashionMNIST" / "raw"
-
-
-def make_run_dir(runs_dir: Path, impl: str, tag: str) -> Path:
-    """A fresh folder runs/<impl>/<timestamp>-<tag>, so repeated runs never mix curves."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = runs_dir / impl
-    for attempt in range(1, 1000):
-        suffix = "" if attempt == 1 else f"-{attempt}"
-        candidate = base / f"{stamp}-{tag}{suffix}"
-        try:
-            candidate.mkdir(parents=True, exist_ok=False)
-            return candidate
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise SoftmaxError(f"cannot create the run folder {candidate}: {exc.strerror}") from None
-    raise SoftmaxError(f"cannot create a fresh run folder under {base}")

@@ -70,7 +70,7 @@ def fit(
 
     result = TrainingResult(hparams, device, history, checkpoint=None, log_dir=paths.log_dir, class_names=names)
     callbacks.on_train_start(
-        TrainingPlan(hparams, device, start_epoch, len(data.train), data.train.num_examples, paths)
+        TrainingPlan(hparams, device, start_epoch, len(data.train), data.train.num_examples, paths, list(history))
     )
     try:
         for epoch_index in range(start_epoch, hparams.epochs):
@@ -83,6 +83,7 @@ def fit(
             # The epoch's loss is measured before each step, so the last step can still have
             # overflowed the weights: check them too before they become "the last good checkpoint".
             if not (math.isfinite(train_loss) and all(bool(torch.isfinite(t).all()) for t in model.weight_bias())):
+                result.diverged = True
                 raise TrainingDiverged(_divergence_message(epoch, train_loss, hparams, result.checkpoint))
             result.final_evaluation = evaluate(model, data.test)
             val_acc = evaluate(model, data.validation).accuracy if data.validation is not None else None
@@ -248,6 +249,7 @@ class TrainingPlan:
     batches_per_epoch: int
     train_examples: int
     paths: RunPaths
+    history: list[dict] = field(default_factory=list)  # the epochs a resumed checkpoint already holds
 
 
 @dataclass
@@ -258,6 +260,7 @@ class TrainingResult:
     checkpoint: Path | None
     log_dir: Path | None = None
     interrupted: bool = False
+    diverged: bool = False
     final_evaluation: Evaluation | None = None
     class_names: list[str] = field(default_factory=list)
 

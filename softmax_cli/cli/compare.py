@@ -67,7 +67,7 @@ def compare(
     """
     from softmax_cli.cli.render import TrainingDisplay, render_comparison
     from softmax_cli.config import default_workers, resolve_hparams
-    from softmax_cli.paths import make_run_dir
+    from softmax_cli.runs import make_run_dir
     from softmax_cli.training import compare_implementations
 
     given = given_options(

@@ -98,7 +98,7 @@ def train(
     target = resolve_data_dir(data_dir)
     try:
         ensure_data(target)
-        result = _run_training(hparams, target, runs_dir, checkpoint, torch_device, workers, resumed)
+        result = _run_training(hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume)
     except KeyboardInterrupt:
         raise fail("interrupted before the first epoch finished; nothing was written", code=130) from None
     if as_json:
@@ -107,20 +107,20 @@ def train(
         raise typer.Exit(130)
 
 
-def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed):
+def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path):
     """Create the run folder, train with the live display and TensorBoard, and report how it ended."""
     from softmax_cli import training
     from softmax_cli.cli.render import TrainingDisplay
     from softmax_cli.config import RunPaths
-    from softmax_cli.paths import make_run_dir
+    from softmax_cli.runs import CHECKPOINT_NAME, RunSummaryWriter, make_run_dir
     from softmax_cli.tboard import TensorBoardLogger
 
     log_dir = make_run_dir(runs_dir, hparams.impl, hparams.run_tag)
-    paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / "checkpoint.pt")
+    paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
     verb = f"Resuming from epoch {resumed['epoch']}" if resumed else "Training"
     title = f"{verb}: {hparams.impl} on {device}, lr {hparams.lr:g}, batch {hparams.batch_size}, seed {hparams.seed}"
     display = TrainingDisplay(console, title, with_validation=bool(hparams.val_split))
-    callbacks = training.CallbackList([display, TensorBoardLogger(log_dir)])
+    callbacks = training.CallbackList([display, TensorBoardLogger(log_dir), RunSummaryWriter(log_dir, resume_path)])
     try:
         with display:
             result = training.fit(hparams, paths, device, callbacks, workers=workers, resume_from=resumed)
