@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from softmax_cli import core
-from softmax_cli.config import Hparams, RunPaths
+from softmax_cli.config import Hparams
+from tests.helpers import fit_model
 
 
 def test_stable_softmax_matches_torch_even_at_extreme_logits():
@@ -32,8 +31,9 @@ def test_cross_entropy_matches_torch_and_naive_form_overflows():
     gen = torch.Generator().manual_seed(2)
     logits, y = torch.randn(32, 10, generator=gen) * 3, torch.randint(0, 10, (32,), generator=gen)
     torch.testing.assert_close(core.cross_entropy(logits, y), F.cross_entropy(logits, y, reduction="none"))
-    torch.testing.assert_close(core.cross_entropy_naive(core.softmax_naive(logits), y),
-                               F.cross_entropy(logits, y, reduction="none"))
+    torch.testing.assert_close(
+        core.cross_entropy_naive(core.softmax_naive(logits), y), F.cross_entropy(logits, y, reduction="none")
+    )
     extreme, target = torch.tensor([[1000.0, -1000.0] + [0.0] * 8]), torch.tensor([1])
     torch.testing.assert_close(core.cross_entropy(extreme, target), F.cross_entropy(extreme, target, reduction="none"))
     assert not torch.isfinite(core.cross_entropy_naive(core.softmax_naive(extreme), target)).all()
@@ -61,30 +61,20 @@ def test_scratch_sgd_step_equals_torch_optim_sgd(momentum, weight_decay):
 def test_both_implementations_start_from_the_same_weights():
     scratch = core.make_model(Hparams(impl="scratch", seed=7), torch.device("cpu"))
     concise = core.make_model(Hparams(impl="concise", seed=7), torch.device("cpu"))
-    for a, b in zip(scratch.weight_bias(), concise.weight_bias()):
+    for a, b in zip(scratch.weight_bias(), concise.weight_bias(), strict=True):
         assert torch.equal(a, b)
     assert scratch.weight_bias()[0].shape == (784, 10)
     assert abs(float(scratch.weight_bias()[0].std()) - 0.01) < 0.001
 
 
-def _fit(data_dir: Path, tmp_path: Path, **overrides):
-    hparams = Hparams(**{"epochs": 1, "batch_size": 64, **overrides})
-    run = tmp_path / f"{hparams.impl}-{len(list(tmp_path.iterdir()))}"
-    paths = RunPaths(data_dir=data_dir, log_dir=run, checkpoint=run / "checkpoint.pt")
-    model_holder = {}
-
-    class Keep(core.TrainingCallbacks):
-        def on_train_end(self, result, model):
-            model_holder["model"] = model
-
-    result = core.fit(hparams, paths, torch.device("cpu"), Keep())
-    return result, model_holder["model"]
+# One epoch in batches of 64 unless told otherwise; each run in its own folder under tmp_path.
+SMALL = {"epochs": 1, "batch_size": 64}
 
 
 def test_scratch_and_concise_agree_after_an_epoch(synthetic_data_dir, tmp_path):
-    scratch_result, scratch = _fit(synthetic_data_dir, tmp_path, impl="scratch")
-    concise_result, concise = _fit(synthetic_data_dir, tmp_path, impl="concise")
-    for a, b in zip(scratch.weight_bias(), concise.weight_bias()):
+    scratch_result, scratch = fit_model(synthetic_data_dir, tmp_path / "scratch", **SMALL, impl="scratch")
+    concise_result, concise = fit_model(synthetic_data_dir, tmp_path / "concise", **SMALL, impl="concise")
+    for a, b in zip(scratch.weight_bias(), concise.weight_bias(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     s, c = scratch_result.history[-1], concise_result.history[-1]
     assert s["train_loss"] == pytest.approx(c["train_loss"], rel=1e-4)
@@ -93,7 +83,7 @@ def test_scratch_and_concise_agree_after_an_epoch(synthetic_data_dir, tmp_path):
 
 @pytest.mark.parametrize("impl", ["scratch", "concise"])
 def test_training_on_synthetic_data_reaches_high_accuracy(synthetic_data_dir, tmp_path, impl):
-    result, _ = _fit(synthetic_data_dir, tmp_path, impl=impl, epochs=5)
+    result, _ = fit_model(synthetic_data_dir, tmp_path, **{**SMALL, "epochs": 5}, impl=impl)
     losses = [entry["train_loss"] for entry in result.history]
     assert losses[-1] < losses[0]
     assert result.history[-1]["test_acc"] >= 0.95
@@ -101,26 +91,20 @@ def test_training_on_synthetic_data_reaches_high_accuracy(synthetic_data_dir, tm
 
 
 def test_memory_and_dataloader_paths_give_identical_results(synthetic_data_dir, tmp_path):
-    memory, _ = _fit(synthetic_data_dir, tmp_path, impl="concise", epochs=2)
-    loader, _ = _fit(synthetic_data_dir, tmp_path, impl="concise", epochs=2, loader="dataloader")
-    for a, b in zip(memory.history, loader.history):
+    two_epochs = {**SMALL, "epochs": 2, "impl": "concise"}
+    memory, _ = fit_model(synthetic_data_dir, tmp_path / "memory", **two_epochs)
+    loader, _ = fit_model(synthetic_data_dir, tmp_path / "loader", **two_epochs, loader="dataloader")
+    for a, b in zip(memory.history, loader.history, strict=True):
         for key in ("train_loss", "train_acc", "test_acc"):
             assert a[key] == b[key], key
 
 
 def test_same_seed_repeats_and_another_seed_differs(synthetic_data_dir, tmp_path):
-    first, _ = _fit(synthetic_data_dir, tmp_path, seed=11)
-    again, _ = _fit(synthetic_data_dir, tmp_path, seed=11)
-    other, _ = _fit(synthetic_data_dir, tmp_path, seed=12)
+    first, _ = fit_model(synthetic_data_dir, tmp_path / "first", **SMALL, seed=11)
+    again, _ = fit_model(synthetic_data_dir, tmp_path / "again", **SMALL, seed=11)
+    other, _ = fit_model(synthetic_data_dir, tmp_path / "other", **SMALL, seed=12)
     assert first.history[0]["train_loss"] == again.history[0]["train_loss"]
     assert first.history[0]["train_loss"] != other.history[0]["train_loss"]
-
-
-def test_naive_softmax_at_a_huge_lr_diverges_and_stable_does_not(synthetic_data_dir, tmp_path):
-    with pytest.raises(core.TrainingDiverged, match="epoch 1.*LogSumExp"):
-        _fit(synthetic_data_dir, tmp_path, naive_softmax=True, lr=1e4)
-    result, _ = _fit(synthetic_data_dir, tmp_path, lr=1e4)
-    assert all(torch.isfinite(torch.tensor(entry["train_loss"])) for entry in result.history)
 
 
 def test_resolve_device_rejects_missing_hardware():

@@ -9,17 +9,19 @@ from softmax_cli import data
 
 
 def _epoch(batches):
-    images, labels = zip(*batches)
+    images, labels = zip(*batches, strict=True)
     return torch.cat(images), torch.cat(labels)
 
 
 def _make(kind, data_dir, shuffle, seed=0, batch_size=64):
     generator = torch.Generator().manual_seed(seed)
     if kind == "memory":
-        return data.MemoryBatches(data.read_split(data_dir, "train"), batch_size, torch.device("cpu"), shuffle,
-                                  generator)
-    return data.DataLoaderBatches(data_dir, "train", batch_size, torch.device("cpu"), shuffle, workers=0,
-                                  generator=generator)
+        return data.MemoryBatches(
+            data.read_split(data_dir, "train"), batch_size, torch.device("cpu"), shuffle, generator
+        )
+    return data.DataLoaderBatches(
+        data_dir, "train", batch_size, torch.device("cpu"), shuffle, workers=0, generator=generator
+    )
 
 
 @pytest.mark.parametrize("kind", ["memory", "dataloader"])
@@ -33,8 +35,8 @@ def test_every_example_once_per_epoch_with_right_shapes(kind, synthetic_data_dir
         assert y.dtype == torch.int64 and 0.0 <= float(X.min()) and float(X.max()) <= 1.0
         # The multiset of (image, label) pairs equals the split's: each example exactly once.
         flat_pixels = (X.reshape(600, -1) * 255).round().to(torch.uint8)
-        got = sorted(zip(map(bytes, flat_pixels.numpy()), y.tolist()))
-        want = sorted(zip(map(bytes, split.images.reshape(600, -1).numpy()), split.labels.tolist()))
+        got = sorted(zip(map(bytes, flat_pixels.numpy()), y.tolist(), strict=True))
+        want = sorted(zip(map(bytes, split.images.reshape(600, -1).numpy()), split.labels.tolist(), strict=True))
         assert got == want
 
 
@@ -49,8 +51,9 @@ def test_seeded_order_repeats_and_changes_between_epochs(kind, synthetic_data_di
 
 
 def test_memory_and_dataloader_yield_identical_batches(synthetic_data_dir):
-    for (Xm, ym), (Xd, yd) in zip(_make("memory", synthetic_data_dir, True, seed=9),
-                                  _make("dataloader", synthetic_data_dir, True, seed=9)):
+    memory = _make("memory", synthetic_data_dir, True, seed=9)
+    loader = _make("dataloader", synthetic_data_dir, True, seed=9)
+    for (Xm, ym), (Xd, yd) in zip(memory, loader, strict=True):
         assert torch.equal(Xm, Xd) and torch.equal(ym, yd)
 
 
@@ -69,10 +72,10 @@ def test_validation_indices_partition_the_split():
         data.validation_indices(3, 0.1, seed=1)
 
 
-def test_missing_or_malformed_files_are_data_errors(tmp_path, synthetic_data_dir):
+def test_missing_or_malformed_files_are_data_errors(tmp_path, writable_data_dir):
     with pytest.raises(data.DataError, match="softmax download"):
         data.read_split(tmp_path / "nothing", "train")
-    image_file = data.raw_dir(synthetic_data_dir) / "train-images-idx3-ubyte"
+    image_file = data.raw_dir(writable_data_dir) / "train-images-idx3-ubyte"
     image_file.write_bytes(image_file.read_bytes()[:1000])
     with pytest.raises(data.DataError, match="--force"):
-        data.read_split(synthetic_data_dir, "train")
+        data.read_split(writable_data_dir, "train")

@@ -2,7 +2,7 @@
 
 No urllib mocks: a ThreadingHTTPServer on 127.0.0.1 plays the mirror and can be told to
 misbehave (truncate, corrupt, answer 503 once). Synthetic .gz files keep the logic tested
-without the real data; the real-data tests skip where ../shared/data/fashion-mnist is absent.
+without the real data; the real-data tests skip where it is absent (tests/helpers.py: REAL_DATA_ENV).
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import REAL_FILES, md5_of, write_synthetic_dataset
 from softmax_cli import download as dl
-from softmax_cli.cli import app
 from softmax_cli.errors import DataError
+from tests import helpers
+from tests.helpers import REAL_FILES, md5_of
 
 OFFICIAL_GZ_MD5 = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -75,8 +74,8 @@ class SyntheticSource:
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> SyntheticSource:
     base = tmp_path_factory.mktemp("synthetic")
-    gz_folder = write_synthetic_dataset(base / "gz", n_train=60, n_test=20, gz=True)
-    plain_folder = write_synthetic_dataset(base / "plain", n_train=60, n_test=20, gz=False)
+    gz_folder = helpers.write_synthetic_dataset(base / "gz", n_train=60, n_test=20, gz=True)
+    plain_folder = helpers.write_synthetic_dataset(base / "plain", n_train=60, n_test=20, gz=False)
     resources = [(name, md5_of(gz_folder / name)) for name in REAL_FILES]
     uncompressed_md5s = {path.name: md5_of(path) for path in plain_folder.iterdir()}
     return SyntheticSource(gz_folder, plain_folder, resources, uncompressed_md5s)
@@ -167,6 +166,7 @@ def assert_complete(raw: Path, synthetic: SyntheticSource) -> None:
 # --------------------------------------------------------------------------- real data
 
 
+@pytest.mark.realdata
 def test_real_download_over_http_then_present(real_data_dir, serve, tmp_path):
     mirror = serve(real_data_dir)
     data_dir = tmp_path / "data"
@@ -194,6 +194,7 @@ def test_real_download_over_http_then_present(real_data_dir, serve, tmp_path):
     assert len(mirror.requests) == 4  # nothing fetched the second time
 
 
+@pytest.mark.realdata
 def test_real_import_of_uncompressed_files(real_data_dir, tmp_path):
     source = tmp_path / "plain"
     source.mkdir()
@@ -521,61 +522,45 @@ def test_mirror_and_from_together_is_refused(synthetic, tmp_path):
 # --------------------------------------------------------------------------- CLI
 
 
-runner = CliRunner()
-
-
-def invoke_download(*args: str):
-    """Run `softmax download ARGS`.
-
-    Typer runs a one-command app without the subcommand name; while `download` is the only
-    command registered, the name must be left out, and once others exist it is required.
-    """
-    name = ["download"] if len(app.registered_commands) > 1 or app.registered_callback else []
-    return runner.invoke(app, [*name, *args])
-
-
-def shown(result) -> str:
-    """What the command printed, with Rich's wrapping at 80 columns undone."""
-    return " ".join(result.output.split())
-
-
+@pytest.mark.realdata
 def test_cli_import_of_real_files_then_already_present(real_data_dir, tmp_path):
-    args = ["--from", str(real_data_dir), "--data-dir", str(tmp_path / "data")]
+    args = ["--from", real_data_dir, "--data-dir", tmp_path / "data"]
 
-    first = invoke_download(*args)
+    first = helpers.invoke("download", *args)
     assert first.exit_code == 0, first.output
-    assert "Fashion-MNIST ready" in shown(first)
+    assert "Fashion-MNIST ready" in helpers.flat(first.output)
 
-    second = invoke_download(*args)
+    second = helpers.invoke("download", *args)
     assert second.exit_code == 0, second.output
-    assert "already present" in shown(second)
+    assert "already present" in helpers.flat(second.output)
 
 
 def test_cli_corrupted_copy_exits_1_with_md5_message(synthetic, tmp_path):
     # The synthetic .gz files carry the official names but not the official bytes.
-    result = invoke_download("--from", str(synthetic.gz_folder), "--data-dir", str(tmp_path / "data"))
+    result = helpers.invoke("download", "--from", synthetic.gz_folder, "--data-dir", tmp_path / "data")
 
     assert result.exit_code == 1
-    assert "md5 mismatch" in shown(result)
-    assert OFFICIAL_GZ_MD5["train-images-idx3-ubyte.gz"] in shown(result)
-    assert synthetic.resources[0][1] in shown(result)
-    assert "Traceback" not in shown(result)
+    shown = helpers.flat(result.output)
+    assert "md5 mismatch" in shown
+    assert OFFICIAL_GZ_MD5["train-images-idx3-ubyte.gz"] in shown
+    assert synthetic.resources[0][1] in shown
+    assert "Traceback" not in shown
     assert not isinstance(result.exception, DataError)  # caught and shown, not raised
     assert files_in(dl.raw_dir(tmp_path / "data")) == []
 
 
 def test_cli_missing_from_folder_exits_1(tmp_path):
-    result = invoke_download("--from", str(tmp_path / "nowhere"), "--data-dir", str(tmp_path / "data"))
+    result = helpers.invoke("download", "--from", tmp_path / "nowhere", "--data-dir", tmp_path / "data")
 
     assert result.exit_code == 1
-    assert "does not exist" in shown(result)
-    assert "Traceback" not in shown(result)
+    assert "does not exist" in helpers.flat(result.output)
+    assert "Traceback" not in result.output
 
 
 def test_cli_mirror_and_from_together_exits_2(tmp_path):
-    result = invoke_download(
-        "--mirror", "http://127.0.0.1:9/", "--from", str(tmp_path), "--data-dir", str(tmp_path / "d")
+    result = helpers.invoke(
+        "download", "--mirror", "http://127.0.0.1:9/", "--from", tmp_path, "--data-dir", tmp_path / "d"
     )
 
     assert result.exit_code == 2
-    assert "either --mirror or --from" in shown(result)
+    assert "either --mirror or --from" in helpers.flat(result.output)

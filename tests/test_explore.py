@@ -9,28 +9,26 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import invoke
 from softmax_cli import checkpoint as ckpt
 from softmax_cli import core
 from softmax_cli.config import PRESETS, ConflictingOption, resolve_hparams
+from tests.helpers import invoke, train_json
+
+SMALL_BATCHES = ("--batch-size", "64")
 
 
-def _train(tmp_path: Path, data_dir: Path, *extra) -> dict:
-    result = invoke("train", "--data-dir", data_dir, "--runs-dir", tmp_path / "runs", "--device", "cpu",
-                    "--batch-size", "64", "--json", *extra)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-@pytest.fixture
-def trained(synthetic_data_dir, tmp_path) -> Path:
-    return Path(_train(tmp_path, synthetic_data_dir, "--epochs", "1")["checkpoint"])
+@pytest.fixture(scope="module")
+def trained(synthetic_data_dir, tmp_path_factory) -> Path:
+    """A one-epoch scratch checkpoint, only read by the tests that use it."""
+    payload = train_json(synthetic_data_dir, tmp_path_factory.mktemp("explore"), *SMALL_BATCHES, "--epochs", "1")
+    return Path(payload["checkpoint"])
 
 
 def test_predict_writes_a_titled_grid_and_a_table(trained, synthetic_data_dir, tmp_path):
     out = tmp_path / "pred.png"
-    result = invoke("predict", trained, "--n", "8", "--out", out, "--data-dir", synthetic_data_dir, "--json",
-                    "--device", "cpu")
+    result = invoke(
+        "predict", trained, "--n", "8", "--out", out, "--data-dir", synthetic_data_dir, "--json", "--device", "cpu"
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["predictions"]
     assert [row["index"] for row in rows] == list(range(8))
@@ -44,9 +42,21 @@ def test_predict_writes_a_titled_grid_and_a_table(trained, synthetic_data_dir, t
 
 def test_predict_only_wrong_shows_only_mistakes(synthetic_data_dir, tmp_path):
     # One epoch at a tiny learning rate leaves plenty of mistakes to show.
-    weak = Path(_train(tmp_path, synthetic_data_dir, "--epochs", "1", "--lr", "1e-4")["checkpoint"])
-    result = invoke("predict", weak, "--n", "5", "--only-wrong", "--out", tmp_path / "wrong.png",
-                    "--data-dir", synthetic_data_dir, "--json", "--device", "cpu")
+    weak = Path(train_json(synthetic_data_dir, tmp_path, *SMALL_BATCHES, "--epochs", "1", "--lr", "1e-4")["checkpoint"])
+    result = invoke(
+        "predict",
+        weak,
+        "--n",
+        "5",
+        "--only-wrong",
+        "--out",
+        tmp_path / "wrong.png",
+        "--data-dir",
+        synthetic_data_dir,
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["predictions"]
     assert rows and all(not row["correct"] and row["true"] != row["predicted"] for row in rows)
@@ -75,8 +85,20 @@ def test_weight_templates_are_the_columns_of_w_scaled_to_unit_range():
 
 
 def test_compare_agrees_on_the_same_seed(synthetic_data_dir, tmp_path):
-    result = invoke("compare", "--epochs", "2", "--batch-size", "64", "--data-dir", synthetic_data_dir,
-                    "--runs-dir", tmp_path / "runs", "--device", "cpu", "--json")
+    result = invoke(
+        "compare",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--data-dir",
+        synthetic_data_dir,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["agree"] and payload["max_abs_diff"] <= payload["tolerance"]
@@ -91,15 +113,31 @@ def test_compare_fails_when_the_scratch_update_is_wrong(synthetic_data_dir, tmp_
         correct_sgd(params, lr, 1, *args)  # the classic bug: the summed loss not divided by batch_size
 
     monkeypatch.setattr(core, "sgd", sgd_forgetting_the_batch_mean)
-    result = invoke("compare", "--epochs", "1", "--batch-size", "64", "--lr", "0.001",
-                    "--data-dir", synthetic_data_dir, "--runs-dir", tmp_path / "runs", "--device", "cpu", "--json")
+    result = invoke(
+        "compare",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.001",
+        "--data-dir",
+        synthetic_data_dir,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert result.exit_code == 1, result.output
     assert json.loads(result.stdout)["agree"] is False
     assert "DIFFER" in result.stderr
 
 
 def test_standardization_round_trips_through_the_checkpoint(synthetic_data_dir, tmp_path):
-    payload = _train(tmp_path, synthetic_data_dir, "--epochs", "2", "--standardize", "--impl", "concise")
+    payload = train_json(
+        synthetic_data_dir, tmp_path, *SMALL_BATCHES, "--epochs", "2", "--standardize", "--impl", "concise"
+    )
     loaded = ckpt.load_checkpoint(Path(payload["checkpoint"]))
     stats = loaded["input_standardization"]
     assert stats is not None and stats["mean"].shape == (784,) and bool((stats["std"] > 0).all())
@@ -116,7 +154,7 @@ def test_standardization_round_trips_through_the_checkpoint(synthetic_data_dir, 
 
 
 def test_validation_split_reports_validation_accuracy(synthetic_data_dir, tmp_path):
-    payload = _train(tmp_path, synthetic_data_dir, "--epochs", "2", "--val-split", "0.2")
+    payload = train_json(synthetic_data_dir, tmp_path, *SMALL_BATCHES, "--epochs", "2", "--val-split", "0.2")
     assert all(0.0 <= entry["val_acc"] <= 1.0 for entry in payload["history"])
     assert payload["hparams"]["val_split"] == 0.2
 
@@ -124,38 +162,28 @@ def test_validation_split_reports_validation_accuracy(synthetic_data_dir, tmp_pa
 def test_presets_and_explicit_overrides():
     tuned = resolve_hparams({}, "tuned")
     assert (tuned.lr, tuned.momentum, tuned.weight_decay, tuned.schedule, tuned.standardize) == (
-        0.05, 0.9, 1e-4, "cosine", True)
+        0.05,
+        0.9,
+        1e-4,
+        "cosine",
+        True,
+    )
     assert resolve_hparams({"lr": 0.02, "momentum": None}, "tuned").lr == 0.02
     assert resolve_hparams({}, None) == resolve_hparams({}, "book")
     assert resolve_hparams({}, None).lr == PRESETS["book"]["lr"] == 0.1
 
 
-def test_cosine_schedule_anneals_to_zero_and_resume_refuses_changing_it():
+def test_cosine_schedule_anneals_to_zero():
+    # Resuming refuses to stretch it: test_eval_resume checks that through `train --resume`.
     hparams = resolve_hparams({}, "tuned")
     assert hparams.lr_at(0.0) == 0.05 and hparams.lr_at(1.0) == pytest.approx(0.0, abs=1e-12)
     assert hparams.lr_at(0.5) == pytest.approx(0.025)
-    resumed = {"hparams": hparams.as_dict(), "impl": hparams.impl, "seed": hparams.seed, "epoch": 4}
-    with pytest.raises(ConflictingOption, match="cosine"):
-        resolve_hparams({"epochs": 20}, None, resumed)
-
-
-def test_naive_softmax_overflow_lesson(synthetic_data_dir, tmp_path):
-    naive = invoke("train", "--impl", "scratch", "--naive-softmax", "--lr", "10000", "--epochs", "2",
-                   "--data-dir", synthetic_data_dir, "--runs-dir", tmp_path / "runs", "--device", "cpu")
-    assert naive.exit_code == 1
-    assert "overflow" in " ".join(naive.stderr.split())
-    stable = _train(tmp_path, synthetic_data_dir, "--impl", "scratch", "--lr", "10000", "--epochs", "2")
-    assert all(entry["train_loss"] < float("inf") for entry in stable["history"])
 
 
 @pytest.mark.realdata
-def test_tuned_preset_beats_the_book_on_real_data(real_data_dir, tmp_path):
-    data_dir = tmp_path / "data"
-    assert invoke("download", "--from", real_data_dir, "--data-dir", data_dir).exit_code == 0
-    result = invoke("train", "--preset", "tuned", "--impl", "concise", "--epochs", "10", "--data-dir", data_dir,
-                    "--runs-dir", tmp_path / "runs", "--device", "cpu", "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["history"][-1]["test_acc"] >= 0.845
+def test_tuned_preset_beats_the_book_on_real_data(imported_real_data_dir, tmp_path):
+    payload = train_json(imported_real_data_dir, tmp_path, "--preset", "tuned", "--impl", "concise", "--epochs", "10")
+    assert payload["history"][-1]["test_acc"] >= 0.845
 
 
 def test_a_finished_cosine_run_says_it_cannot_be_extended():

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from typer.main import get_command
 
-from softmax_cli.cli import app
+from tests import helpers
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-COMMANDS = get_command(app).commands
+README = (helpers.PROJECT_ROOT / "README.md").read_text()
+COMMANDS = get_command(helpers.cli_app()).commands
 
 
 def test_every_command_has_a_readme_section():
@@ -30,5 +28,5 @@ def test_quick_start_has_exactly_the_two_commands_ci_runs():
     quick_start = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = [line for line in quick_start.splitlines() if line.startswith("python3 -m venv")]
     assert len(commands) == 2
-    ci_script = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    ci_script = (helpers.PROJECT_ROOT / ".ci" / "run").read_text()
     assert commands[1] in ci_script
