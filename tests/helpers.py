@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from softmax_cli import core
+from softmax_cli import training
 from softmax_cli.config import Hparams, RunPaths
 from softmax_cli.paths import raw_dir
 
@@ -161,13 +161,13 @@ def train_checkpoint(data_dir: Path, folder: Path, *options) -> tuple[Path, dict
 
 
 def fit(data_dir: Path, out: Path, callbacks=None, *, resume_from: dict | None = None, **hparams):
-    """core.fit on the CPU, 2 epochs unless told otherwise, the checkpoint in out/checkpoint.pt."""
+    """training.fit on the CPU, 2 epochs unless told otherwise, the checkpoint in out/checkpoint.pt."""
     out.mkdir(parents=True, exist_ok=True)
     paths = RunPaths(data_dir=data_dir, log_dir=out, checkpoint=out / "checkpoint.pt")
-    return core.fit(Hparams(**{"epochs": 2, **hparams}), paths, CPU, callbacks, resume_from=resume_from)
+    return training.fit(Hparams(**{"epochs": 2, **hparams}), paths, CPU, callbacks, resume_from=resume_from)
 
 
-class KeepModel(core.TrainingCallbacks):
+class KeepModel(training.TrainingCallbacks):
     """Remembers the model the loop trained (a plain callback, not a mock)."""
 
     model = None
@@ -183,7 +183,7 @@ def fit_model(data_dir: Path, out: Path, **hparams):
     return result, keep.model
 
 
-class InterruptAt(core.TrainingCallbacks):
+class InterruptAt(training.TrainingCallbacks):
     """Simulates Ctrl-C: raises KeyboardInterrupt from on_epoch_end of the given epoch, which comes
     after that epoch's checkpoint is written; remembers the result on_train_end still receives."""
 

@@ -1,7 +1,7 @@
 """The checkpoint format (softmax_cli.checkpoint): contents, safe loading, validation, atomic writes.
 
 Checkpoints are trained for real on the session's small synthetic dataset (conftest's
-synthetic_data_dir, 600 train / 200 test images), mostly through core.fit for speed.
+synthetic_data_dir, 600 train / 200 test images), mostly through training.fit for speed.
 Bad files are refused both by load_checkpoint and by the two commands that read
 checkpoints, `softmax eval` and `softmax train --resume`: one `error:` line, a non-zero
 exit, never a traceback. The only fault injection is os.replace / torch.save in the
@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from softmax_cli import atomic, core
+from softmax_cli import atomic, evaluation
 from softmax_cli import checkpoint as ckpt
 from softmax_cli.config import Hparams
 from softmax_cli.errors import CheckpointError, TrainingDiverged
@@ -196,8 +196,8 @@ def test_a_checkpoint_evaluates_the_same_with_either_implementation(trained, syn
     """The canonical layout means the same numbers run through nn.Linear or X @ W + b."""
     raw = raw_load(trained[source][0].checkpoint)
     as_other = {**raw, "impl": other, "hparams": {**raw["hparams"], "impl": other}, "optimizer_state": None}
-    mine, _ = core.evaluate_checkpoint(raw, synthetic_data_dir, CPU)
-    theirs, model = core.evaluate_checkpoint(as_other, synthetic_data_dir, CPU)
+    mine, _ = evaluation.evaluate_checkpoint(raw, synthetic_data_dir, CPU)
+    theirs, model = evaluation.evaluate_checkpoint(as_other, synthetic_data_dir, CPU)
     assert model.impl == other
     assert torch.equal(mine.confusion, theirs.confusion)
     assert mine.accuracy == theirs.accuracy and mine.n == theirs.n == 200
@@ -634,7 +634,7 @@ def test_divergence_after_good_epochs_names_the_epoch_and_checkpoint(synthetic_d
 
 
 def test_divergence_in_a_resumed_run_leaves_the_good_checkpoint(synthetic_data_dir, tmp_path):
-    """Epoch 1 trains fine; continuing it with lr 1e4 (core.fit takes any hparams) overflows the
+    """Epoch 1 trains fine; continuing it with lr 1e4 (training.fit takes any hparams) overflows the
     naive softmax in epoch 2: TrainingDiverged names epoch 2 and epoch 1's file is untouched."""
     good = fit(synthetic_data_dir, tmp_path, impl="scratch", naive_softmax=True, epochs=1)
     before = good.checkpoint.read_bytes()

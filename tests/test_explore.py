@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from softmax_cli import checkpoint as ckpt
-from softmax_cli import core
+from softmax_cli import data, evaluation, models
 from softmax_cli.config import PRESETS, ConflictingOption, resolve_hparams
 from tests.helpers import invoke, train_json
 
@@ -107,12 +107,12 @@ def test_compare_agrees_on_the_same_seed(synthetic_data_dir, tmp_path):
 
 
 def test_compare_fails_when_the_scratch_update_is_wrong(synthetic_data_dir, tmp_path, monkeypatch):
-    correct_sgd = core.sgd
+    correct_sgd = models.sgd
 
     def sgd_forgetting_the_batch_mean(params, lr, batch_size, *args):
         correct_sgd(params, lr, 1, *args)  # the classic bug: the summed loss not divided by batch_size
 
-    monkeypatch.setattr(core, "sgd", sgd_forgetting_the_batch_mean)
+    monkeypatch.setattr(models, "sgd", sgd_forgetting_the_batch_mean)
     result = invoke(
         "compare",
         "--epochs",
@@ -141,7 +141,7 @@ def test_standardization_round_trips_through_the_checkpoint(synthetic_data_dir, 
     loaded = ckpt.load_checkpoint(Path(payload["checkpoint"]))
     stats = loaded["input_standardization"]
     assert stats is not None and stats["mean"].shape == (784,) and bool((stats["std"] > 0).all())
-    pixels = core.read_split(synthetic_data_dir, "train").images.reshape(-1, 784).double() / 255
+    pixels = data.read_split(synthetic_data_dir, "train").images.reshape(-1, 784).double() / 255
     torch.testing.assert_close(stats["mean"], pixels.mean(0).float())
     result = invoke("eval", payload["checkpoint"], "--data-dir", synthetic_data_dir, "--json", "--device", "cpu")
     evaluated = json.loads(result.stdout)
@@ -149,7 +149,7 @@ def test_standardization_round_trips_through_the_checkpoint(synthetic_data_dir, 
     # The synthetic split is easy enough that accuracy alone would not notice missing standardisation.
     assert evaluated["test_loss"] == pytest.approx(payload["history"][-1]["test_loss"], rel=1e-6)
     unstandardized = {**loaded, "input_standardization": None}
-    plain_evaluation, _ = core.evaluate_checkpoint(unstandardized, synthetic_data_dir, torch.device("cpu"))
+    plain_evaluation, _ = evaluation.evaluate_checkpoint(unstandardized, synthetic_data_dir, torch.device("cpu"))
     assert plain_evaluation.loss != pytest.approx(evaluated["test_loss"], rel=1e-3)
 
 

@@ -133,9 +133,9 @@ def test_help_imports_nothing_heavy():
 
 
 def test_ctrl_c_keeps_the_last_epoch_and_prints_a_working_resume_command(synthetic_data_dir, tmp_path, monkeypatch):
-    from softmax_cli import core
+    from softmax_cli import training
 
-    real_train_epoch = core.train_epoch
+    real_train_epoch = training.train_epoch
     calls = []
 
     def interrupted_in_epoch_three(*args, **kwargs):
@@ -144,14 +144,14 @@ def test_ctrl_c_keeps_the_last_epoch_and_prints_a_working_resume_command(synthet
             raise KeyboardInterrupt
         return real_train_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(core, "train_epoch", interrupted_in_epoch_three)
+    monkeypatch.setattr(training, "train_epoch", interrupted_in_epoch_three)
     result = run_train(synthetic_data_dir, tmp_path, "--epochs", "5", "--batch-size", "64")
     assert result.exit_code == 130
     text = helpers.flat(result.stderr)
     assert "Interrupted" in text and "Traceback" not in result.output
     command = text[text.index("Continue with: ") + len("Continue with: ") :].split()
     assert command[:3] == ["softmax", "train", "--resume"]
-    monkeypatch.setattr(core, "train_epoch", real_train_epoch)
+    monkeypatch.setattr(training, "train_epoch", real_train_epoch)
     resumed = invoke(*command[1:], "--json")
     assert resumed.exit_code == 0, resumed.output
     assert [entry["epoch"] for entry in json.loads(resumed.stdout)["history"]] == [1, 2, 3, 4, 5]
