@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from softmax_cli.cli import bench, compare, download, evaluate, train
+from softmax_cli.cli import bench, compare, download, evaluate, sweep, train
 from softmax_cli.cli.options import reports_errors
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ COMMANDS = {
     "predict": evaluate.predict,
     "compare": compare.compare,
     "bench": bench.bench,
+    "sweep": sweep.sweep,
 }
 for name, command in COMMANDS.items():
     app.command(name)(reports_errors(command))

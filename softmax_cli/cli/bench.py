@@ -63,6 +63,14 @@ def bench(
             "[default: isolate; in-process with --quick]",
         ),
     ] = None,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="Instead: time `softmax sweep` of 4 lr x 4 weight decays (5 epochs) against 16 `softmax train` "
+            "processes, and epochs of K stacked configurations against one run's epoch.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Time the book's DataLoader pipeline against the memory loader and both implementations, in one run."""
@@ -70,6 +78,9 @@ def bench(
 
     torch_device = resolve_device_or_usage_error(device)
     target = resolve_data_dir(data_dir)
+    if sweep:
+        _bench_sweep(target, str(torch_device), batch_size, epochs, threads, quick, as_json)
+        return
     settings = b.BenchSettings(
         data_dir=target,
         device=str(torch_device),
@@ -97,3 +108,19 @@ def _help_commands(ctx: typer.Context) -> list[list[str]]:
     # The root group this command was invoked from: the command needs no import of the app.
     group = ctx.find_root().command
     return [[]] + [[name] for name in sorted(getattr(group, "commands", {}))]
+
+
+def _bench_sweep(data_dir, device: str, batch_size: int, rounds, threads, quick: bool, as_json: bool) -> None:
+    from softmax_cli.cli.render_sweep import render_sweep_bench
+    from softmax_cli.sweep_bench import SweepBenchSettings, run_sweep_bench
+
+    settings = SweepBenchSettings.for_run(data_dir, device, batch_size, rounds, threads, quick)
+    ensure_data(data_dir)
+    try:
+        with console.status("benchmarking the sweep ...") as status:
+            payload = run_sweep_bench(settings, progress=lambda message: status.update(message))
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+    render_sweep_bench(console, payload)
+    if as_json:
+        print_json(payload)

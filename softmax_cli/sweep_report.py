@@ -1,0 +1,117 @@
+"""What a sweep leaves to look at: a TensorBoard run per configuration, and the figure of
+validation accuracy against learning rate.
+
+TensorBoard: each configuration gets runs/sweep/<sweep>/<config tag>/ with the same scalar
+tags as a `softmax train` run (tboard.SCALAR_TAGS) and its hyperparameters with the final
+metrics, so TensorBoard's HPARAMS tab compares the whole grid. A group's runs are written when
+the group ends, one writer at a time (a thousand open writers would be a thousand threads).
+
+The figure is drawn with matplotlib's object API on the Agg canvas (no pyplot, no display),
+imported only here, when a sweep draws it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from softmax_cli.sweep import ConfigResult, GroupPlan, SweepCallbacks
+from softmax_cli.sweep_grid import SHORT_NAMES, format_value, varying
+from softmax_cli.tboard import SCALAR_TAGS
+
+FINAL_METRICS = ("train_loss", "train_acc", "val_acc", "test_acc")
+
+
+class SweepTensorBoard(SweepCallbacks):
+    """Writes every configuration of a finished group as its own TensorBoard run."""
+
+    def on_group_end(self, plan: GroupPlan, model) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        for member in plan.configs:
+            writer = SummaryWriter(log_dir=str(member.log_dir))
+            for entry in member.history:
+                for field, tag in SCALAR_TAGS.items():
+                    if entry.get(field) is not None:
+                        writer.add_scalar(tag, entry[field], entry["epoch"])
+            final = member.final if not member.diverged else None
+            metrics = {f"hparam/{key}": final[key] if final else math.nan for key in FINAL_METRICS}
+            hparams = {**member.hparams.as_dict(), "diverged": member.diverged}
+            # run_name="." keeps the hparams record in this run's folder instead of a new sub-folder.
+            writer.add_hparams(hparams, metrics, run_name=".")
+            writer.close()
+
+
+def _line_label(hparams, names: list[str]) -> str:
+    return ", ".join(f"{SHORT_NAMES[name]} {format_value(getattr(hparams, name))}".strip() for name in names)
+
+
+def line_settings(configs: list[ConfigResult]) -> list[str]:
+    """The settings that tell the lines apart: those that vary, but lr (the x axis) and the seed (pooled)."""
+    return [name for name in varying([c.hparams for c in configs]) if name not in ("lr", "seed")]
+
+
+def val_acc_lines(configs: list[ConfigResult]) -> dict[str, list[tuple[float, list[float]]]]:
+    """label -> [(lr, [val acc of each seed])] sorted by lr: one line per combination of the
+    other varying settings, seeds pooled. Diverged configurations are left out."""
+    names = line_settings(configs)
+    points: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for config in configs:
+        label = _line_label(config.hparams, names)
+        if config.diverged or config.final is None:
+            points[label]  # keeps the line's place (and colour) even if every point diverged
+            continue
+        points[label][config.hparams.lr].append(config.final["val_acc"])
+    return {label: sorted(by_lr.items()) for label, by_lr in points.items()}
+
+
+def plot_val_acc_vs_lr(configs: list[ConfigResult], best: ConfigResult | None, path: Path) -> None:
+    """Write val_acc_figure as a PNG (the Agg canvas; no display needed)."""
+    val_acc_figure(configs, best).savefig(path)
+
+
+def val_acc_figure(configs: list[ConfigResult], best: ConfigResult | None):
+    """Validation accuracy after the last epoch against the learning rate (log axis), one line per
+    combination of the other settings; with several seeds, their mean and a min-max band.
+    Diverged configurations are marked on the axis; the chosen one is starred."""
+    from matplotlib.figure import Figure
+
+    lines = val_acc_lines(configs)
+    seeds = len({c.hparams.seed for c in configs})
+    epochs = configs[0].hparams.epochs
+    figure = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    for label, points in lines.items():
+        if not points:
+            continue
+        lrs = [lr for lr, _ in points]
+        means = [sum(accs) / len(accs) for _, accs in points]
+        (line,) = axes.plot(lrs, means, marker="o", label=label or "val acc")
+        if seeds > 1:
+            axes.fill_between(lrs, [min(a) for _, a in points], [max(a) for _, a in points], alpha=0.15,
+                              color=line.get_color(), linewidth=0)  # fmt: skip
+    diverged = sorted({c.hparams.lr for c in configs if c.diverged})
+    if diverged:
+        low = axes.get_ylim()[0] if any(lines.values()) else 0.0
+        axes.plot(diverged, [low] * len(diverged), "X", color="black", markersize=9, clip_on=False, label="diverged")
+    if best is not None and best.final is not None:
+        axes.plot([best.hparams.lr], [best.final["val_acc"]], "*", color="gold", markeredgecolor="black",
+                  markersize=16, zorder=5, label=f"chosen (val acc {best.final['val_acc']:.4f})")  # fmt: skip
+    axes.set_xscale("log")
+    # Label the learning rates the grid tried, not the decades of a log axis.
+    tried = sorted({c.hparams.lr for c in configs})
+    axes.set_xticks(tried, [f"{lr:g}" for lr in tried])
+    axes.minorticks_off()
+    axes.set_xlabel("learning rate")
+    pooled = f", mean of {seeds} seeds (band: min to max)" if seeds > 1 else ""
+    axes.set_ylabel("validation accuracy")
+    axes.set_title(f"Validation accuracy after {epochs} epoch{'s' if epochs != 1 else ''} vs learning rate{pooled}")
+    axes.grid(True, which="both", alpha=0.3)
+    entries = len(axes.get_legend_handles_labels()[1])
+    if entries > 8:  # a long legend would hide the lines: beside the axes instead, in columns
+        figure.set_figwidth(8 + 2.5 * math.ceil(entries / 24))
+        figure.legend(fontsize="x-small", loc="outside right upper", ncols=math.ceil(entries / 24))
+    else:
+        axes.legend(fontsize="small", loc="best")
+    return figure
