@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from softmax_cli.config import RANGES, SCHEDULES, Hparams, resolve_hparams
 
-# The options a sweep takes as lists, in the order the grid nests them (lr varies fastest
-# last, like the example reads): each configuration is one value of each.
+# The options a sweep takes as lists: each configuration is one value of each. The grid nests
+# them in reverse: the seed varies slowest, the learning rate fastest (the figure's x axis).
 SWEEPABLE = ("lr", "weight_decay", "momentum", "schedule", "batch_size", "seed")
 FLAGS = {name: "--" + name.replace("_", "-") for name in SWEEPABLE}
 SHORT_NAMES = {
@@ -34,13 +34,13 @@ DEFAULT_VAL_SPLIT = 0.1
 MAX_CONFIGS = 4096
 
 # Memory per configuration, in float32 numbers: W and b (784 x 10 + 10 = 7,850), their
-# gradients, the momentum buffers, and the two temporaries of the update (lr * grad / B).
+# gradients, the momentum buffers, and the update's temporaries (lr * grad / B, decay * W).
 PARAMETERS = 784 * 10 + 10
-PARAMETER_COPIES = 5
-# Per example of a batch and configuration, float32 numbers of size 10 alive at the peak of a
-# step: logits, the shifted logits, their exp, log-softmax, and the gradients of each
-# (measured: see README, "Memory").
-LOGIT_COPIES = 10
+PARAMETER_COPIES = 6
+# Per example of a batch and configuration, rows of 10 float32 numbers alive at the peak of a
+# step: the logits, the log-softmax's intermediates and their gradients. Both counts are fitted
+# to the peak RSS of K = 2,048 configurations at batch 64 and 256 on the CPU (README, "Memory").
+LOGIT_COPIES = 14
 FLOAT_BYTES = 4
 # The data held for a group: Fashion-MNIST's 70,000 uint8 images of 784 pixels, labels as int64.
 DATA_BYTES = 70_000 * (784 + 8)
@@ -104,7 +104,7 @@ def build_configs(lists: dict[str, tuple | None], fixed: dict[str, object], pres
         raise GridError(
             f"the grid has {size:,} configurations ({given}), over the limit of {MAX_CONFIGS:,}; shorten the lists"
         )
-    names = [name for name in SWEEPABLE if lists.get(name)]
+    names = [name for name in reversed(SWEEPABLE) if lists.get(name)]
     configs = []
     for combination in itertools.product(*(lists[name] for name in names)):
         given = {**fixed, **dict(zip(names, combination, strict=True))}

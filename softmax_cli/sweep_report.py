@@ -57,7 +57,7 @@ def val_acc_lines(configs: list[ConfigResult]) -> dict[str, list[tuple[float, li
     other varying settings, seeds pooled. Diverged configurations are left out."""
     names = line_settings(configs)
     points: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for config in configs:
+    for config in sorted(configs, key=lambda c: tuple(getattr(c.hparams, name) for name in names)):
         label = _line_label(config.hparams, names)
         if config.diverged or config.final is None:
             points[label]  # keeps the line's place (and colour) even if every point diverged
@@ -91,22 +91,33 @@ def val_acc_figure(configs: list[ConfigResult], best: ConfigResult | None):
         if seeds > 1:
             axes.fill_between(lrs, [min(a) for _, a in points], [max(a) for _, a in points], alpha=0.15,
                               color=line.get_color(), linewidth=0)  # fmt: skip
-    diverged = sorted({c.hparams.lr for c in configs if c.diverged})
-    if diverged:
-        low = axes.get_ylim()[0] if any(lines.values()) else 0.0
-        axes.plot(diverged, [low] * len(diverged), "X", color="black", markersize=9, clip_on=False, label="diverged")
     if best is not None and best.final is not None:
         axes.plot([best.hparams.lr], [best.final["val_acc"]], "*", color="gold", markeredgecolor="black",
                   markersize=16, zorder=5, label=f"chosen (val acc {best.final['val_acc']:.4f})")  # fmt: skip
     axes.set_xscale("log")
+    # The axis spans the learning rates that trained; a diverged one far beyond (1e3, say) would squash
+    # every line into a corner, so only those within reach are marked on it, the rest named in the legend.
+    trained = sorted({c.hparams.lr for c in configs if not c.diverged and c.final is not None})
+    diverged = sorted({c.hparams.lr for c in configs if c.diverged})
+    low, high = (trained[0] / 3, trained[-1] * 3) if trained else (min(diverged) / 3, max(diverged) * 3)
+    marked = [lr for lr in diverged if low <= lr <= high]
+    beyond = [lr for lr in diverged if lr not in marked]
+    if diverged:
+        bottom = axes.get_ylim()[0]
+        off_axis = ", ".join(f"{lr:g}" for lr in beyond)
+        label = "diverged" + (
+            (f" (also lr {off_axis}, off the axis)" if marked else f": lr {off_axis}") if beyond else ""
+        )
+        axes.plot(marked, [bottom] * len(marked), "X", color="black", markersize=9, clip_on=False, label=label)
     # Label the learning rates the grid tried, not the decades of a log axis.
-    tried = sorted({c.hparams.lr for c in configs})
-    axes.set_xticks(tried, [f"{lr:g}" for lr in tried])
+    ticks = sorted(set(trained) | set(marked))
+    axes.set_xticks(ticks, [f"{lr:g}" for lr in ticks])
     axes.minorticks_off()
+    axes.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)
     axes.set_xlabel("learning rate")
-    pooled = f", mean of {seeds} seeds (band: min to max)" if seeds > 1 else ""
+    pooled = f"\nmean of {seeds} seeds (band: min to max)" if seeds > 1 else ""
     axes.set_ylabel("validation accuracy")
-    axes.set_title(f"Validation accuracy after {epochs} epoch{'s' if epochs != 1 else ''} vs learning rate{pooled}")
+    axes.set_title(f"Validation accuracy after {epochs} epoch{'s' if epochs != 1 else ''}{pooled}")
     axes.grid(True, which="both", alpha=0.3)
     entries = len(axes.get_legend_handles_labels()[1])
     if entries > 8:  # a long legend would hide the lines: beside the axes instead, in columns
