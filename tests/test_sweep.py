@@ -386,3 +386,17 @@ def test_bench_sweep_times_both_sides_and_checks_they_agree(synthetic_data_dir):
     assert payload["targets"] == []  # a smoke run judges nothing
     assert "Whole processes, 2 configurations" in helpers.flat(result.stderr)
     assert payload["settings"]["commands"][0].startswith("softmax sweep --data-dir")
+
+
+@pytest.mark.realdata
+def test_on_the_real_data_each_configuration_equals_its_own_run(imported_real_data_dir, tmp_path):
+    """Fashion-MNIST, 1 epoch: plain SGD, weight decay and momentum side by side in one group end
+    where their own runs end (at these stable learning rates float rounding stays at rounding)."""
+    lists = {"lr": (0.03, 0.1), "weight_decay": (0.0, 1e-3), "momentum": (0.0, 0.5)}
+    result, keep = sweep_body(imported_real_data_dir, tmp_path, lists, epochs=1)
+    for config in result.configs[::3]:
+        single, model = helpers.fit_model(
+            imported_real_data_dir, tmp_path / config.tag, **{name: getattr(config.hparams, name) for name in SETTINGS}
+        )
+        assert float((model.weight_bias()[0] - keep.weights[config.tag][0]).abs().max()) < 1e-4, config.tag
+        assert config.history[-1]["val_acc"] == single.history[-1]["val_acc"]

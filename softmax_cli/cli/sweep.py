@@ -130,26 +130,10 @@ def sweep(
     if not result.configs:
         raise fail("interrupted before the first group finished; nothing was written", code=130)
 
-    body.save_best(result)
-    result.plot = plot or result.run_dir / "val_acc_vs_lr.png"
-    reproduce = None
-    if result.best is not None:
-        from softmax_cli.sweep_grid import train_command
-
-        given_dir = None if data_dir is None else str(target)
-        reproduce = train_command(result.best.hparams, given_dir, None if device == "auto" else device)
-    payload = result.as_dict(reproduce)
-
-    from softmax_cli.cli.render_sweep import render_sweep
-    from softmax_cli.sweep_report import plot_val_acc_vs_lr
-
-    # The ranked table is the result: on stdout, unless --json has stdout for the JSON object.
-    render_sweep(console if as_json else Console(highlight=False), payload, top)
-    write_image(lambda path: plot_val_acc_vs_lr(result.configs, result.best, path), result.plot)
-    body.write_sweep_json(payload, result.run_dir)
-    if result.checkpoint is not None:
-        say(f"Checkpoint of the chosen configuration: {escape(str(result.checkpoint))}")
-    say(f"TensorBoard: tensorboard --logdir {escape(str(result.run_dir))}")
+    try:
+        payload = _write_results(result, plot, data_dir, target, device, as_json, top)
+    except KeyboardInterrupt:
+        raise fail(f"interrupted while writing the results into {result.run_dir}", code=130) from None
     if result.best is None:
         raise fail("every configuration diverged; try smaller --lr values (or smaller --momentum, --weight-decay)")
     if as_json:
@@ -157,6 +141,30 @@ def sweep(
     if result.interrupted:
         say("[yellow]Interrupted[/]: the table holds the groups that finished")
         raise typer.Exit(130)
+
+
+def _write_results(result, plot, data_dir, target, device: str, as_json: bool, top) -> dict:
+    """The checkpoint, the table (with the command that reproduces the choice), the figure, sweep.json."""
+    from softmax_cli import sweep as body
+    from softmax_cli.cli.render_sweep import render_sweep
+    from softmax_cli.sweep_grid import train_command
+    from softmax_cli.sweep_report import plot_val_acc_vs_lr
+
+    body.save_best(result)
+    result.plot = plot or result.run_dir / "val_acc_vs_lr.png"
+    reproduce = None
+    if result.best is not None:
+        given_dir = None if data_dir is None else str(target)
+        reproduce = train_command(result.best.hparams, given_dir, None if device == "auto" else device)
+    payload = result.as_dict(reproduce)
+    # The ranked table is the result: on stdout, unless --json has stdout for the JSON object.
+    render_sweep(console if as_json else Console(highlight=False), payload, top)
+    write_image(lambda path: plot_val_acc_vs_lr(result.configs, result.best, path), result.plot)
+    body.write_sweep_json(payload, result.run_dir)
+    if result.checkpoint is not None:
+        say(f"Checkpoint of the chosen configuration: {escape(str(result.checkpoint))}")
+    say(f"TensorBoard: tensorboard --logdir {escape(str(result.run_dir))}")
+    return payload
 
 
 def _run(configs, data_dir: Path, runs_dir: Path, device):
