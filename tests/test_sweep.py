@@ -400,3 +400,23 @@ def test_on_the_real_data_each_configuration_equals_its_own_run(imported_real_da
         )
         assert float((model.weight_bias()[0] - keep.weights[config.tag][0]).abs().max()) < 1e-4, config.tag
         assert config.history[-1]["val_acc"] == single.history[-1]["val_acc"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_each_configuration_equals_its_own_cuda_run(synthetic_data_dir, tmp_path):
+    """On a GPU the batch order is drawn there (a Philox generator): a sweep's configurations must
+    still equal their own `softmax train --device cuda` runs."""
+    from softmax_cli import training
+    from softmax_cli.config import RunPaths
+
+    cuda = torch.device("cuda")
+    configs = build_configs({"lr": (0.05, 0.5), "momentum": (0.0, 0.9), "schedule": ("constant", "cosine")},
+                            {"epochs": 2, "batch_size": 64}, None)  # fmt: skip
+    keep = KeepWeights()
+    result = run_sweep(configs, synthetic_data_dir, cuda, tmp_path / "sweep", keep)
+    for config in result.configs:
+        out = tmp_path / config.tag
+        paths = RunPaths(data_dir=synthetic_data_dir, log_dir=out, checkpoint=out / "checkpoint.pt")
+        single = training.fit(config.hparams, paths, cuda)
+        weight = ckpt.load_checkpoint(single.checkpoint)["weight"]
+        assert float((weight - keep.weights[config.tag][0].cpu()).abs().max()) < 1e-4, config.tag
