@@ -24,6 +24,11 @@ SETTING_HEADERS = {
 SETTING_WORDS = {**SETTING_HEADERS, "momentum": "mom"}
 
 
+def count(n: int, noun: str) -> str:
+    """'1 configuration', '16 configurations'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _value(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -82,7 +87,7 @@ class SweepDisplay:
         diverged = len(plan.configs) - len(finished)
         line = (
             f"group {plan.index + 1}/{plan.groups}: batch {plan.batch_size}, seed {plan.seed}, "
-            f"{len(plan.configs)} configurations"
+            f"{count(len(plan.configs), 'configuration')}"
         )
         if finished:
             best = min(finished, key=lambda c: c.rank_key())
@@ -102,8 +107,7 @@ def render_sweep(console: Console, payload: dict, top: int | None = None) -> Non
     first = configs[0]["hparams"]
     shown = configs if top is None else configs[:top]
     epochs = first["epochs"]
-    plural = "s" if epochs != 1 else ""
-    title = f"{payload['trained']} configurations × {epochs} epoch{plural}, best validation accuracy first"
+    title = f"{count(payload['trained'], 'configuration')} × {count(epochs, 'epoch')}, best validation accuracy first"
     if payload["interrupted"]:
         title += f" (interrupted: {payload['planned'] - payload['trained']} not trained)"
     fixed = [

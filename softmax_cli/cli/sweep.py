@@ -169,7 +169,7 @@ def _write_results(result, plot, data_dir, target, device: str, as_json: bool, t
 
 def _run(configs, data_dir: Path, runs_dir: Path, device):
     """Create the sweep's folder and train the grid with the progress display and TensorBoard."""
-    from softmax_cli.cli.render_sweep import SweepDisplay
+    from softmax_cli.cli.render_sweep import SweepDisplay, count
     from softmax_cli.runs import make_run_dir
     from softmax_cli.sweep import SweepCallbackList, run_sweep
     from softmax_cli.sweep_grid import group_configs, varying
@@ -178,7 +178,7 @@ def _run(configs, data_dir: Path, runs_dir: Path, device):
     run_dir = make_run_dir(runs_dir, "sweep", f"{configs[0].preset}-{len(configs)}configs")
     groups = len(group_configs(configs))
     say(
-        f"Sweeping {len(configs)} configurations on {device} in {groups} group{'s' if groups > 1 else ''} "
+        f"Sweeping {count(len(configs), 'configuration')} on {device} in {count(groups, 'group')} "
         f"(configurations with the same batch size and seed train together)"
     )
     display = SweepDisplay(console, len(configs), varying(configs))
