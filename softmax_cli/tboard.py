@@ -1,19 +1,88 @@
-"""TensorBoard logging as a training callback: scalars per epoch, hparams at the end."""
+"""TensorBoard logging as a training callback: curves every epoch, the weight templates every
+epoch, the confusion matrix and the run's status at the end, the hyperparameters from the start.
+
+Tags (README, *TensorBoard*): loss/train, loss/test, accuracy/train, accuracy/test,
+accuracy/val, lr; images weights, confusion_matrix, confusion_matrix/normalized; the
+HPARAMS tab; the book's curves (train and test on one chart) in the CUSTOM SCALARS tab.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from softmax_cli.models import SoftmaxRegression
-from softmax_cli.training import EpochMetrics, TrainingCallbacks, TrainingResult
+from softmax_cli.training import EpochMetrics, TrainingCallbacks, TrainingPlan, TrainingResult
 
 SCALAR_TAGS = {
     "train_loss": "loss/train",
+    "test_loss": "loss/test",
     "train_acc": "accuracy/train",
     "test_acc": "accuracy/test",
     "val_acc": "accuracy/val",
     "lr": "lr",
 }
+# The book's Animator shows train and test on one chart; CUSTOM SCALARS draws each group so.
+CUSTOM_SCALARS_LAYOUT = {
+    "curves": {
+        "loss (train, test)": ["Multiline", ["^loss/"]],
+        "accuracy (train, test, val)": ["Multiline", ["^accuracy/"]],
+    }
+}
+# Images are drawn for TensorBoard's cards (about 350-400 px wide unless enlarged): small
+# figures with large type, so class names and counts stay legible when scaled into a card.
+IMAGE_DPI = 80
+TEMPLATES_SIZE_IN = (5.2, 3.3)
+CONFUSION_SIZE_IN = (5.2, 4.9)
+
+
+def hparams_for_tensorboard(hparams: dict) -> dict:
+    """The settings as TensorBoard's HPARAMS tab should show them.
+
+    TensorBoard knows numbers (float64, printed with 5 significant digits: 256 shows as
+    "256.00"), text and booleans; it has no integer type. Quantities stay numbers so they
+    can be sorted, filtered by range and drawn on numeric axes. Booleans stay booleans
+    (true/false). The seed becomes text: it names a draw rather than measuring anything,
+    and float64 cannot hold every 64-bit seed exactly.
+    """
+    return {key: str(value) if key == "seed" else value for key, value in hparams.items()}
+
+
+def session_start_summary(hparams: dict, trial_id: str):
+    """The HPARAMS tab's record of this run, built by TensorBoard's own hparams_pb.
+
+    torch's add_hparams is not used: it records booleans as the numbers 0 and 1 (it tests
+    for int before bool), and it writes an experiment record per run, of which TensorBoard
+    reads one arbitrary run's. Without one, TensorBoard derives the experiment from all runs:
+    each setting's type and range, which settings differ (shown first), and every scalar
+    tag as a metric column.
+    """
+    from tensorboard.plugins.hparams import summary_v2
+
+    return summary_v2.hparams_pb(hparams_for_tensorboard(hparams), trial_id=trial_id)
+
+
+def session_end_status(result: TrainingResult) -> int:
+    """How the run ended, for the HPARAMS tab's status filter. TensorBoard has no "stopped"
+    status: a run interrupted with Ctrl-C (which --resume may still finish) is "unknown"."""
+    from tensorboard.plugins.hparams import api_pb2
+
+    if result.diverged:
+        return api_pb2.STATUS_FAILURE
+    return api_pb2.STATUS_UNKNOWN if result.interrupted else api_pb2.STATUS_SUCCESS
+
+
+def session_end_summary(result: TrainingResult):
+    """The HPARAMS tab's end-of-run record (what tensorboard's summary.session_end_pb builds; that
+    module needs TensorFlow)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    info = plugin_data_pb2.SessionEndInfo(status=session_end_status(result), end_time_secs=time.time())
+    content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_end_info=info))
+    return Summary(
+        value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=content, tensor=metadata.NULL_TENSOR)]
+    )
 
 
 class TensorBoardLogger(TrainingCallbacks):
@@ -22,39 +91,47 @@ class TensorBoardLogger(TrainingCallbacks):
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.writer = None
+        self.templates = None  # viz.WeightTemplates, built at the first epoch and redrawn after each
 
-    def on_train_start(self, plan) -> None:
+    def on_train_start(self, plan: TrainingPlan) -> None:
         # Opened only once the data are ready, so a run that fails before training leaves no event file.
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        trial_id = f"{self.log_dir.parent.name}/{self.log_dir.name}"  # the run's name under `--logdir runs`
+        self.writer.file_writer.add_summary(session_start_summary(plan.hparams.as_dict(), trial_id))
+        self.writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
 
     def on_epoch_end(self, metrics: EpochMetrics, model: SoftmaxRegression) -> None:
-        from softmax_cli.viz import weight_templates
-
         for field, tag in SCALAR_TAGS.items():
             value = getattr(metrics, field)
             if value is not None:
                 self.writer.add_scalar(tag, value, metrics.epoch)
-        # Watch the ten 28x28 templates form, one image per class, epoch by epoch.
-        self.writer.add_images("weights", weight_templates(model.weight_bias()[0]), metrics.epoch)
+        # Watch the ten 28x28 templates form, epoch by epoch.
+        self.writer.add_image("weights", self._templates_image(metrics.epoch, model), metrics.epoch, dataformats="HWC")
         self.writer.flush()
 
-    def on_train_end(self, result: TrainingResult, model: SoftmaxRegression) -> None:
-        from softmax_cli.viz import confusion_image
+    def _templates_image(self, epoch: int, model: SoftmaxRegression):
+        # Rendered here rather than with add_figure, which imports pyplot (looking for a GUI
+        # backend) and needs a new figure each time: redrawing one figure is several times faster.
+        from softmax_cli.data import class_names
+        from softmax_cli.viz import WeightTemplates, figure_pixels
 
-        if result.history:
-            last = result.history[-1]
-            final = {
-                f"hparam/{key}": last[key] for key in ("train_loss", "train_acc", "test_acc", "val_acc") if key in last
-            }
-            # run_name="." keeps the hparams record in this run's folder instead of a new sub-folder.
-            self.writer.add_hparams(result.hparams.as_dict(), final, run_name=".")
+        std = None if model.input_stats is None else model.input_stats[1]
+        if self.templates is None:
+            self.templates = WeightTemplates(class_names(), std is not None, IMAGE_DPI, TEMPLATES_SIZE_IN)
+        return figure_pixels(self.templates.update(model.weight_bias()[0], std, f"epoch {epoch}"))
+
+    def on_train_end(self, result: TrainingResult, model: SoftmaxRegression) -> None:
+        from softmax_cli.viz import confusion_figure, figure_pixels
+
         if result.final_evaluation is not None:
-            self.writer.add_image(
-                "confusion_matrix",
-                confusion_image(result.final_evaluation.confusion, result.class_names),
-                len(result.history),
-                dataformats="HWC",
-            )
+            epoch = len(result.history)
+            for tag, normalize in (("confusion_matrix", False), ("confusion_matrix/normalized", True)):
+                figure = confusion_figure(
+                    result.final_evaluation.confusion, result.class_names, normalize, f"epoch {epoch}",
+                    IMAGE_DPI, CONFUSION_SIZE_IN,
+                )  # fmt: skip
+                self.writer.add_image(tag, figure_pixels(figure), epoch, dataformats="HWC")
+        self.writer.file_writer.add_summary(session_end_summary(result))
         self.writer.close()

@@ -1,90 +1,328 @@
-"""Pictures of what the model learned and how it errs, through torchvision and Pillow only."""
+"""Pictures for learners, drawn with matplotlib: weight templates, the confusion matrix, a
+predictions grid, training curves, and a small line plot other commands reuse.
+
+matplotlib is what the book draws with, and it gives axes, legends, colour bars and fonts
+that a hand-drawn bitmap lacks. It is imported only inside the functions that draw, so
+`--help` and the training hot path never pay for it. Figures are built with the
+object-oriented API on the non-interactive Agg canvas: no pyplot, so no GUI backend is
+looked for and no global figure registry keeps figures alive. Nothing here prints.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from softmax_cli.data import IMAGE_SIDE, NUM_CLASSES
+from softmax_cli.atomic import atomic_write
+from softmax_cli.data import IMAGE_SIDE
 
 if TYPE_CHECKING:
-    from PIL import Image
-
-
-def weight_templates(weight: torch.Tensor) -> torch.Tensor:
-    """The 10 columns of W (784 x 10) as 10 x 1 x 28 x 28 images, each min-max scaled to [0, 1]."""
-    templates = weight.detach().cpu().T.reshape(NUM_CLASSES, 1, IMAGE_SIDE, IMAGE_SIDE)
-    low = templates.amin(dim=(1, 2, 3), keepdim=True)
-    high = templates.amax(dim=(1, 2, 3), keepdim=True)
-    return (templates - low) / (high - low).clamp_min(1e-12)
-
-
-def confusion_image(confusion: torch.Tensor, class_names: list[str], cell: int = 48) -> torch.Tensor:
-    """The confusion matrix as an H x W x 3 uint8 heat map with class names and counts."""
     import numpy as np
-    from PIL import Image, ImageDraw
+    from matplotlib.figure import Figure
 
-    n = len(class_names)
-    margin = 90
-    size = margin + n * cell
-    image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-    # Row-normalised, so each row shows where that true class went.
-    rates = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
-    for row in range(n):
-        draw.text((4, margin + row * cell + cell // 2 - 5), class_names[row][:13], fill="black")
-        draw.text((margin + row * cell + 2, margin - 14 - 12 * (row % 2)), class_names[row][:7], fill="black")
-        for col in range(n):
-            shade = int(255 * (1 - float(rates[row, col])))
-            x0, y0 = margin + col * cell, margin + row * cell
-            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255), outline=(200, 200, 200))
-            text_colour = "white" if shade < 128 else "black"
-            draw.text((x0 + 4, y0 + cell // 2 - 5), str(int(confusion[row, col])), fill=text_colour)
-    return torch.from_numpy(np.asarray(image).copy())
+# Pixels whose train-split std is below this fraction of the median std are rarely lit in
+# training (the border): their weights get little signal, and dividing by their small std
+# blows them up until they drown the template (about 10% of Fashion-MNIST's pixels). They
+# are shown grey, not coloured.
+RARELY_LIT_STD_FRACTION = 0.25
+# Colour scales end at this quantile of |value|, so a few extreme pixels or cells do not
+# wash the rest out; the colour bar's arrows say when values lie beyond.
+COLOUR_LIMIT_QUANTILE = 0.995
+SPLIT_STYLES = {"train": "-", "test": "--", "val": ":"}
+WRONG_COLOUR = "#c62828"
 
 
-def template_sheet(weight: torch.Tensor, class_names: list[str], scale: int = 4) -> "Image.Image":
-    """The ten weight templates enlarged `scale` times, each titled with its class: what each
-    class's score looks for (bright) and against (dark). Returns a PIL image."""
-    from PIL import Image, ImageDraw
+@contextmanager
+def _style(font_size: float):
+    """rcParams for one figure: built and drawn inside this, its text keeps these sizes."""
+    import matplotlib
 
-    templates = (weight_templates(weight) * 255).round().to(torch.uint8)
-    side, title, pad = IMAGE_SIDE * scale, 14, 6
-    sheet = Image.new("L", (5 * (side + pad) + pad, 2 * (side + title + pad) + pad), 255)
-    draw = ImageDraw.Draw(sheet)
-    for k, name in enumerate(class_names):
-        x = pad + (k % 5) * (side + pad)
-        y = pad + (k // 5) * (side + title + pad)
-        draw.text((x, y), name, fill=0)
-        tile = Image.fromarray(templates[k, 0].numpy(), mode="L").resize((side, side), Image.NEAREST)
-        sheet.paste(tile, (x, y + title))
-    return sheet
+    with matplotlib.rc_context(
+        {
+            "font.size": font_size,
+            "axes.titlesize": font_size,
+            "axes.labelsize": font_size,
+            "figure.titlesize": font_size + 1,
+        }
+    ):
+        yield
 
 
-def prediction_grid(
-    images_u8: torch.Tensor, titles: list[tuple[str, str]], wrong: list[bool], columns: int = 6, scale: int = 3
-) -> "Image.Image":
-    """A grid of test images, each titled with its true and predicted class (as the book's
-    predict_ch3 does), the wrong ones titled in red and framed. Returns a PIL image."""
-    from PIL import Image, ImageDraw
+def new_figure(width_in: float, height_in: float, dpi: float) -> "Figure":
+    """An empty figure on an Agg canvas (non-interactive), laid out so nothing is cut off."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    side = IMAGE_SIDE * scale
-    title_height = 26
-    cell_width = max(side, 96)
-    rows = -(-len(titles) // columns)
-    sheet = Image.new("RGB", (columns * (cell_width + 8), rows * (side + title_height + 8)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, (image, (true_name, predicted_name), is_wrong) in enumerate(zip(images_u8, titles, wrong, strict=True)):
-        x = (k % columns) * (cell_width + 8) + 4
-        y = (k // columns) * (side + title_height + 8) + 4
-        colour = (200, 0, 0) if is_wrong else (0, 0, 0)
-        draw.text((x, y), true_name, fill=(0, 0, 0))
-        draw.text((x, y + 12), ("x " if is_wrong else "") + predicted_name, fill=colour)
-        tile = Image.fromarray(image.numpy(), mode="L").resize((side, side), Image.NEAREST)
-        sheet.paste(tile, (x, y + title_height))
-        if is_wrong:
-            draw.rectangle(
-                [x - 2, y + title_height - 2, x + side + 1, y + title_height + side + 1], outline=colour, width=2
-            )
-    return sheet
+    figure = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_png(figure: "Figure", path: Path) -> None:
+    """Write the figure as a PNG of exactly figsize x dpi pixels, atomically (never half a file)."""
+    with atomic_write(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=figure.dpi)
+
+
+def figure_pixels(figure: "Figure") -> "np.ndarray":
+    """The figure rendered as an H x W x 3 uint8 array (for TensorBoard's add_image)."""
+    import numpy as np
+
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _colour_limit(values: torch.Tensor) -> float:
+    finite = values[torch.isfinite(values)].abs().double()
+    if finite.numel() == 0:
+        return 1.0
+    limit = float(torch.quantile(finite, COLOUR_LIMIT_QUANTILE))
+    return limit if limit > 0 else max(float(finite.max()), 1e-12)
+
+
+# --------------------------------------------------------------------------- weight templates
+
+
+def pixel_space_templates(weight: torch.Tensor, input_std: torch.Tensor | None = None) -> torch.Tensor:
+    """The ten columns of W (784 x 10) as 10 x 28 x 28 templates, in raw pixel units.
+
+    A standardized model computes sum_i W_i (x_i - mean_i) / std_i, that is (W_i / std_i) x_i
+    plus a constant: W / std is what it weighs each raw pixel by. Pixels rarely lit in
+    training (std under RARELY_LIT_STD_FRACTION of the median) are NaN: drawn grey.
+    """
+    templates = weight.detach().float().cpu()
+    if input_std is not None:
+        std = input_std.detach().float().cpu()
+        templates = templates / std[:, None]
+        templates[std < RARELY_LIT_STD_FRACTION * std.median()] = float("nan")
+    return templates.T.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+
+
+class WeightTemplates:
+    """The learned templates as one labelled figure: a 2 x 5 grid of 28 x 28 images titled by
+    class, one diverging colour map centred at 0 shared by all ten, and a colour bar.
+
+    Built once and updated in place (update()), so TensorBoard can show it every epoch for
+    a fraction of the cost of drawing a new figure each time.
+    """
+
+    def __init__(
+        self, class_names: Sequence[str], standardized: bool, dpi: float = 100, size: tuple[float, float] = (6.4, 3.4)
+    ):
+        import matplotlib
+        from matplotlib.colors import CenteredNorm
+
+        self.standardized = standardized
+        self.norm = CenteredNorm(vcenter=0.0, halfrange=1.0)
+        cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.72")
+        with _style(11):
+            self.figure = new_figure(*size, dpi)
+            axes = self.figure.subplots(2, 5)
+            blank = torch.zeros(IMAGE_SIDE, IMAGE_SIDE).numpy()
+            self.images = []
+            for ax, name in zip(axes.flat, class_names, strict=True):
+                self.images.append(ax.imshow(blank, cmap=cmap, norm=self.norm, interpolation="nearest"))
+                ax.set_title(name, pad=3)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            unit = "pixel-space weight (W / std)" if standardized else "weight"
+            self.colour_bar = self.figure.colorbar(self.images[0], ax=axes, shrink=0.9, pad=0.02, extend="both")
+            self.colour_bar.set_label(unit)
+            self.heading = self.figure.suptitle("", wrap=True, fontsize=10)
+        self._laid_out = False
+
+    def update(self, weight: torch.Tensor, input_std: torch.Tensor | None = None, when: str = "") -> "Figure":
+        """Show these weights; `when` (e.g. "epoch 3") joins the title. Returns the figure."""
+        templates = pixel_space_templates(weight, input_std)
+        for image, template in zip(self.images, templates, strict=True):
+            image.set_data(template.numpy())
+        self.norm.halfrange = _colour_limit(templates)
+        title = f"Weight templates{', ' + when if when else ''}: red raises the class score, blue lowers it"
+        if self.standardized:
+            title += "\nshown in pixel space (the input was standardized); grey: pixels rarely lit"
+        self.heading.set_text(title)
+        if not self._laid_out:
+            with _style(11):
+                self.figure.canvas.draw()
+            # The layout depends only on the titles: keep it, so later epochs redraw quickly.
+            self.figure.set_layout_engine("none")
+            self._laid_out = True
+        return self.figure
+
+
+def weight_templates_figure(
+    weight: torch.Tensor, class_names: Sequence[str], input_std: torch.Tensor | None = None, when: str = ""
+) -> "Figure":
+    """One templates figure (see WeightTemplates), for a PNG."""
+    return WeightTemplates(class_names, standardized=input_std is not None, dpi=150).update(weight, input_std, when)
+
+
+# --------------------------------------------------------------------------- confusion matrix
+
+
+def confusion_figure(
+    confusion: torch.Tensor,
+    class_names: Sequence[str],
+    normalize: bool = False,
+    when: str = "",
+    dpi: float = 100,
+    size: tuple[float, float] = (6.4, 5.8),
+) -> "Figure":
+    """The confusion matrix with full class names, axis titles, a number in every cell and a
+    colour bar: counts, or with normalize=True the percentage of each true class (each row
+    divided by its count; the diagonal is then each class's recall)."""
+    counts = confusion.detach().cpu().double()
+    n, total = len(class_names), int(counts.sum())
+    accuracy = float(counts.trace() / total) if total else 0.0
+    values = 100 * counts / counts.sum(1, keepdim=True).clamp_min(1) if normalize else counts
+    high = float(values.max()) or 1.0
+    with _style(10):
+        figure = new_figure(*size, dpi)
+        ax = figure.subplots()
+        image = ax.imshow(values.numpy(), cmap="Blues", vmin=0, vmax=high)
+        for row in range(n):
+            for col in range(n):
+                value, count = float(values[row, col]), int(counts[row, col])
+                text = ("<1" if count and round(value) == 0 else f"{value:.0f}") if normalize else f"{count}"
+                # Zeros stay readable but recede, so the confusions stand out.
+                colour = "0.65" if count == 0 else "white" if value > 0.55 * high else "black"
+                ax.text(col, row, text, ha="center", va="center", color=colour, fontsize=8)
+        ax.set_xticks(range(n), class_names, rotation=40, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(n), class_names)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        what = "% of the true class" if normalize else "test images"
+        figure.colorbar(image, ax=ax, shrink=0.85, pad=0.02).set_label(what)
+        kind = "% of each true class (diagonal: recall)" if normalize else "counts"
+        ax.set_title(
+            f"Confusion matrix{', ' + when if when else ''}: {kind}\n{total:,} test images, accuracy {accuracy:.4f}"
+        )
+    return figure
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def prediction_figure(
+    images_u8: torch.Tensor,
+    true_names: Sequence[str],
+    predicted_names: Sequence[str],
+    confidence: Sequence[float],
+    columns: int = 6,
+    dpi: float = 100,
+) -> "Figure":
+    """Test images as the book's predict_ch3 shows them, each titled with its true class above
+    the predicted one and its probability; wrong predictions in red, framed and marked ✗."""
+    count = len(true_names)
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    with _style(10):
+        figure = new_figure(1.45 * columns, 1.8 * rows + 0.4, dpi)
+        axes = figure.subplots(rows, columns, squeeze=False)
+        for k, ax in enumerate(axes.flat):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k >= count:
+                ax.set_axis_off()
+                continue
+            wrong = true_names[k] != predicted_names[k]
+            ax.imshow(images_u8[k].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+            colour = WRONG_COLOUR if wrong else "black"
+            mark = "✗ " if wrong else ""
+            ax.set_title(f"{true_names[k]}\n{mark}{predicted_names[k]} {float(confidence[k]):.2f}", color=colour)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour if wrong else "0.8")
+                spine.set_linewidth(3 if wrong else 1)
+        figure.suptitle("Each image: true class, then predicted class and its probability (red ✗: wrong)", fontsize=10)
+    return figure
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def training_curves_figure(runs: Sequence[tuple[str, list[dict]]], heading: str = "", dpi: float = 100) -> "Figure":
+    """The book's Animator figure, split in two: cross-entropy loss (train, test) and accuracy
+    (train, test, val where present) against epoch. One line per run and metric: the colour
+    names the run, the line style the split (train solid, test dashed, val dotted)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    several = len(runs) > 1
+    panels = (
+        ("Loss", "cross-entropy loss", ("train_loss", "test_loss")),
+        ("Accuracy", "accuracy", ("train_acc", "test_acc", "val_acc")),
+    )
+    with _style(10):
+        figure = new_figure(10, 4.2 if several else 3.8, dpi)
+        axes = figure.subplots(1, 2)
+        splits_drawn: set[str] = set()
+        for ax, (title, ylabel, keys) in zip(axes, panels, strict=True):
+            for run_index, (label, history) in enumerate(runs):
+                for key_index, key in enumerate(keys):
+                    points = [(entry["epoch"], entry[key]) for entry in history if entry.get(key) is not None]
+                    if not points:
+                        continue
+                    split = key.split("_")[0]
+                    splits_drawn.add(split)
+                    colour = f"C{run_index % 10}" if several else f"C{key_index}"
+                    epochs, values = zip(*points, strict=True)
+                    ax.plot(
+                        epochs, values, SPLIT_STYLES[split], color=colour, marker="o", markersize=3,
+                        label=f"{label}: {key.replace('_', ' ')}" if several else key.replace("_", " "),
+                    )  # fmt: skip
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            if not several:
+                ax.legend(loc="best")
+        if several:
+            # Two small legends instead of runs x metrics entries: colour = run, line style = split.
+            run_handles = [Line2D([], [], color=f"C{i % 10}", marker="o", markersize=3) for i in range(len(runs))]
+            longest = max(len(label) for label, _ in runs)
+            columns = 1 if longest > 45 else min(len(runs), 2 if longest > 28 else 3)
+            figure.legend(run_handles, [label for label, _ in runs], loc="outside lower center", ncols=columns)
+            split_handles = [
+                Line2D([], [], color="0.3", linestyle=SPLIT_STYLES[s]) for s in SPLIT_STYLES if s in splits_drawn
+            ]
+            axes[1].legend(split_handles, [s for s in SPLIT_STYLES if s in splits_drawn], loc="best", title="split")
+        if heading:
+            figure.suptitle(heading, wrap=True)
+    return figure
+
+
+def line_plot(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log_x: bool = False,
+    dpi: float = 100,
+) -> "Figure":
+    """One labelled line (with a marker per point) for each named (xs, ys) series on one axes;
+    e.g. validation accuracy against learning rate for a sweep (log_x=True). Save it with save_png."""
+    with _style(10):
+        figure = new_figure(6.4, 4.0, dpi)
+        ax = figure.subplots()
+        for label, (xs, ys) in series.items():
+            ax.plot(list(xs), list(ys), marker="o", markersize=4, label=label)
+        if log_x:
+            ax.set_xscale("log")
+        xs_used = sorted({float(x) for xs, _ in series.values() for x in xs})
+        if len(xs_used) <= 12:
+            # Ticks at the values actually tried (a sweep's grid), written as they were given.
+            ax.set_xticks(xs_used, [f"{x:g}" for x in xs_used])
+            ax.minorticks_off()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(loc="best")
+    return figure

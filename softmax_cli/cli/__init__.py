@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from softmax_cli.cli import bench, compare, download, evaluate, sweep, train
+from softmax_cli.cli import bench, compare, download, evaluate, plot, sweep, train
 from softmax_cli.cli.options import reports_errors
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ COMMANDS = {
     "train": train.train,
     "eval": evaluate.evaluate,
     "predict": evaluate.predict,
+    "plot": plot.plot,
     "compare": compare.compare,
     "bench": bench.bench,
     "sweep": sweep.sweep,

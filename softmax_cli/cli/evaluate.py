@@ -44,7 +44,8 @@ def evaluate(
     weights_png: Annotated[
         Optional[Path],
         typer.Option(
-            help="Also write the 10 learned weight templates (columns of W as 28x28 images, titled by class) as a PNG.",
+            help="Also write the 10 learned weight templates (columns of W as 28x28 images, titled by class; "
+            "in pixel space for a standardized run) as a PNG.",
             show_default=False,
         ),
     ] = None,
@@ -60,10 +61,11 @@ def evaluate(
     per_class = per_class_metrics(evaluation.confusion, names)
     render_evaluation(console, checkpoint, loaded, evaluation, per_class)
     if weights_png is not None:
-        from softmax_cli.viz import template_sheet
+        from softmax_cli.viz import save_png, weight_templates_figure
 
-        sheet = template_sheet(model.weight_bias()[0], names)
-        write_image(lambda path: sheet.save(path, format="PNG"), weights_png)
+        std = None if model.input_stats is None else model.input_stats[1]
+        figure = weight_templates_figure(model.weight_bias()[0], names, std, f"epoch {loaded['epoch']}")
+        write_image(lambda path: save_png(figure, path), weights_png)
     if as_json:
         print_json({
             "checkpoint": str(checkpoint),
@@ -81,7 +83,7 @@ def predict(
     checkpoint: CheckpointArgument,
     n: Annotated[int, typer.Option("--n", min=1, max=10000, help="How many test images to show.")] = 18,
     only_wrong: Annotated[bool, typer.Option("--only-wrong", help="Show only misclassified images.")] = False,
-    out: Annotated[Path, typer.Option(help="PNG grid of the images titled true / predicted.")] = Path(
+    out: Annotated[Path, typer.Option(help="PNG grid of the images titled true / predicted (probability).")] = Path(
         "predictions.png"
     ),
     data_dir: DataDirOption = None,
@@ -91,7 +93,7 @@ def predict(
     """Like the book's predict_ch3: test images with true and predicted classes, as a PNG and a table."""
     from softmax_cli.cli.render import render_predictions
     from softmax_cli.evaluation import predict_test_examples
-    from softmax_cli.viz import prediction_grid
+    from softmax_cli.viz import prediction_figure, save_png
 
     loaded, torch_device, target = _checkpoint_device_and_data(checkpoint, device, data_dir)
     shown = predict_test_examples(loaded, target, torch_device, n, only_wrong)
@@ -104,7 +106,9 @@ def predict(
     if not rows:
         raise fail("no test image matches (--only-wrong on a model that gets every one right?)")
     render_predictions(console, rows, only_wrong)
-    grid = prediction_grid(shown.images, [(r["true"], r["predicted"]) for r in rows], [not r["correct"] for r in rows])
-    write_image(lambda path: grid.save(path, format="PNG"), out)
+    grid = prediction_figure(
+        shown.images, [r["true"] for r in rows], [r["predicted"] for r in rows], [r["confidence"] for r in rows]
+    )
+    write_image(lambda path: save_png(grid, path), out)
     if as_json:
         print_json({"checkpoint": str(checkpoint), "out": str(out), "predictions": rows})

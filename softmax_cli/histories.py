@@ -1,0 +1,144 @@
+"""Training histories for `softmax plot`: read from run folders or checkpoints, and labelled by
+the settings that differ between them.
+
+A run folder's summary.json (see runs.py) holds the history and the hyperparameters and is
+read without torch; a checkpoint (or a run folder that has only its checkpoint, from before
+summaries existed) is read through checkpoint.load_checkpoint, which imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from softmax_cli.config import PRESETS, Hparams
+from softmax_cli.errors import SoftmaxError
+from softmax_cli.runs import CHECKPOINT_NAME, SUMMARY_NAME, read_summary
+
+# The per-epoch numbers a curve can show, as `softmax train` records them.
+CURVE_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc", "val_acc")
+# Which settings name a run, in the order a label lists them (what a learner varies first).
+LABEL_ORDER = (
+    "impl", "preset", "lr", "batch_size", "momentum", "weight_decay", "schedule", "standardize",
+    "val_split", "naive_softmax", "loader", "seed", "epochs",
+)  # fmt: skip
+
+
+@dataclass
+class RunHistory:
+    """One run's per-epoch metrics and the settings it was trained with."""
+
+    path: Path
+    hparams: dict
+    history: list[dict]
+
+    @property
+    def name(self) -> str:
+        """The run folder's name (a checkpoint named checkpoint.pt is named by its folder)."""
+        if self.path.is_file() and self.path.name == CHECKPOINT_NAME:
+            return self.path.resolve().parent.name
+        return self.path.name
+
+
+def read_history(path: Path) -> RunHistory:
+    """The history of a run folder (from its summary, else its checkpoint) or of a checkpoint file.
+
+    Raises SoftmaxError, in one line, for a path that is neither or that holds no epoch.
+    """
+    source = path
+    if path.is_dir():
+        summary = read_summary(path)
+        if summary is not None:
+            return _checked(RunHistory(path, dict(summary.get("hparams") or {}), _entries(summary.get("history"))))
+        source = path / CHECKPOINT_NAME
+        if not source.is_file():
+            raise SoftmaxError(
+                f"{path} is not a run folder: it has neither {SUMMARY_NAME} nor {CHECKPOINT_NAME} "
+                "(pass run folders such as runs/scratch/<run>, or checkpoints)"
+            )
+    from softmax_cli import checkpoint as ckpt
+
+    loaded = ckpt.load_checkpoint(source)
+    return _checked(RunHistory(path, Hparams.from_checkpoint(loaded).as_dict(), _entries(loaded["history"])))
+
+
+def _entries(history: object) -> list[dict]:
+    """The usable epochs of a stored history: an integer epoch, and finite numbers or None."""
+    if not isinstance(history, list):
+        return []
+    entries = []
+    for entry in history:
+        if not isinstance(entry, dict) or not isinstance(entry.get("epoch"), int):
+            continue
+        kept = {"epoch": entry["epoch"]}
+        for key in CURVE_KEYS:
+            value = entry.get(key)
+            usable = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            kept[key] = float(value) if usable else None
+        entries.append(kept)
+    return sorted(entries, key=lambda entry: entry["epoch"])
+
+
+def _checked(run: RunHistory) -> RunHistory:
+    if not run.history:
+        raise SoftmaxError(f"{run.path} has no completed epoch to plot")
+    return run
+
+
+def describe(key: str, value: object) -> str:
+    """One setting as a learner would say it: "lr 0.1", "batch 256", "standardized"."""
+    if isinstance(value, float):
+        value = f"{value:g}"
+    words = {
+        "impl": f"{value}",
+        "preset": f"{value} preset",
+        "lr": f"lr {value}",
+        "batch_size": f"batch {value}",
+        "momentum": f"momentum {value}",
+        "weight_decay": f"weight decay {value}",
+        "schedule": f"{value} lr",
+        "standardize": "standardized" if value else "raw pixels",
+        "val_split": f"val split {value}",
+        "naive_softmax": "naive softmax" if value else "stable softmax",
+        "loader": f"{value} loader",
+        "seed": f"seed {value}",
+        "epochs": f"{value} epochs",
+    }
+    return words.get(key, f"{key} {value}")
+
+
+# Settings left out of a heading at these values: the book's plain defaults say nothing.
+_UNREMARKABLE = {"momentum": 0.0, "weight_decay": 0.0, "val_split": 0.0, "naive_softmax": False, "loader": "memory"}
+
+
+def _explained_by_preset(key: str, runs: Sequence[RunHistory]) -> bool:
+    """True when every run has its preset's value for `key`: then the preset in the label says it."""
+    if key == "preset":
+        return False
+    for run in runs:
+        preset = PRESETS.get(run.hparams.get("preset"), {})
+        if key not in preset or preset[key] != run.hparams.get(key):
+            return False
+    return True
+
+
+def label_runs(runs: Sequence[RunHistory]) -> tuple[list[str], str]:
+    """A label for each run naming the settings that differ between them, and a heading that
+    says what they share. Runs with the same settings are told apart by their folder names."""
+    keys = [*LABEL_ORDER, *sorted({key for run in runs for key in run.hparams} - set(LABEL_ORDER))]
+    present = [key for key in keys if any(key in run.hparams for run in runs)]
+    same = [key for key in present if len({repr(run.hparams.get(key)) for run in runs}) == 1]
+    differing = [key for key in present if key not in same and not _explained_by_preset(key, runs)]
+    shared = [describe(key, runs[0].hparams[key]) for key in same if _UNREMARKABLE.get(key, ()) != runs[0].hparams[key]]
+    if len(runs) == 1:
+        return [runs[0].name], f"{runs[0].name}\n{', '.join(shared)}"
+    labels = [", ".join(describe(key, run.hparams.get(key)) for key in differing) or run.name for run in runs]
+    repeated = {label for label in labels if labels.count(label) > 1}
+    labels = [
+        (f"{label} ({run.name})" if differing else str(run.path)) if label in repeated else label
+        for label, run in zip(labels, runs, strict=True)
+    ]
+    heading = f"{len(runs)} runs" + (f", all {', '.join(shared)}" if shared else "")
+    return labels, heading
