@@ -3,7 +3,8 @@ predictions grid, training curves, and a small line plot other commands reuse.
 
 matplotlib is what the book draws with, and it gives axes, legends, colour bars and fonts
 that a hand-drawn bitmap lacks. It is imported only inside the functions that draw, so
-`--help` and the training hot path never pay for it. Figures are built with the
+`--help` and the training hot path never pay for it; torch is imported only where tensors
+are computed, so `softmax plot` of run folders never loads it. Figures are built with the
 object-oriented API on the non-interactive Agg canvas: no pyplot, so no GUI backend is
 looked for and no global figure registry keeps figures alive. Nothing here prints.
 """
@@ -15,13 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from softmax_cli.atomic import atomic_write
-from softmax_cli.data import IMAGE_SIDE
+from softmax_cli.dataset_files import IMAGE_SIDE
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
     from matplotlib.figure import Figure
 
 # Pixels whose train-split std is below this fraction of the median std are rarely lit in
@@ -52,7 +52,7 @@ def _style(font_size: float):
         yield
 
 
-def new_figure(width_in: float, height_in: float, dpi: float) -> "Figure":
+def new_figure(width_in: float, height_in: float, dpi: float) -> Figure:
     """An empty figure on an Agg canvas (non-interactive), laid out so nothing is cut off."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -62,13 +62,13 @@ def new_figure(width_in: float, height_in: float, dpi: float) -> "Figure":
     return figure
 
 
-def save_png(figure: "Figure", path: Path) -> None:
+def save_png(figure: Figure, path: Path) -> None:
     """Write the figure as a PNG of exactly figsize x dpi pixels, atomically (never half a file)."""
     with atomic_write(path, "wb") as handle:
         figure.savefig(handle, format="png", dpi=figure.dpi)
 
 
-def figure_pixels(figure: "Figure") -> "np.ndarray":
+def figure_pixels(figure: Figure) -> np.ndarray:
     """The figure rendered as an H x W x 3 uint8 array (for TensorBoard's add_image)."""
     import numpy as np
 
@@ -77,6 +77,8 @@ def figure_pixels(figure: "Figure") -> "np.ndarray":
 
 
 def _colour_limit(values: torch.Tensor) -> float:
+    import torch
+
     finite = values[torch.isfinite(values)].abs().double()
     if finite.numel() == 0:
         return 1.0
@@ -114,6 +116,7 @@ class WeightTemplates:
         self, class_names: Sequence[str], standardized: bool, dpi: float = 100, size: tuple[float, float] = (6.4, 3.4)
     ):
         import matplotlib
+        import numpy as np
         from matplotlib.colors import CenteredNorm
 
         self.standardized = standardized
@@ -122,7 +125,7 @@ class WeightTemplates:
         with _style(11):
             self.figure = new_figure(*size, dpi)
             axes = self.figure.subplots(2, 5)
-            blank = torch.zeros(IMAGE_SIDE, IMAGE_SIDE).numpy()
+            blank = np.zeros((IMAGE_SIDE, IMAGE_SIDE))
             self.images = []
             for ax, name in zip(axes.flat, class_names, strict=True):
                 self.images.append(ax.imshow(blank, cmap=cmap, norm=self.norm, interpolation="nearest"))
@@ -135,7 +138,7 @@ class WeightTemplates:
             self.heading = self.figure.suptitle("", wrap=True, fontsize=10)
         self._laid_out = False
 
-    def update(self, weight: torch.Tensor, input_std: torch.Tensor | None = None, when: str = "") -> "Figure":
+    def update(self, weight: torch.Tensor, input_std: torch.Tensor | None = None, when: str = "") -> Figure:
         """Show these weights; `when` (e.g. "epoch 3") joins the title. Returns the figure."""
         templates = pixel_space_templates(weight, input_std)
         for image, template in zip(self.images, templates, strict=True):
@@ -156,7 +159,7 @@ class WeightTemplates:
 
 def weight_templates_figure(
     weight: torch.Tensor, class_names: Sequence[str], input_std: torch.Tensor | None = None, when: str = ""
-) -> "Figure":
+) -> Figure:
     """One templates figure (see WeightTemplates), for a PNG."""
     return WeightTemplates(class_names, standardized=input_std is not None, dpi=150).update(weight, input_std, when)
 
@@ -171,7 +174,7 @@ def confusion_figure(
     when: str = "",
     dpi: float = 100,
     size: tuple[float, float] = (6.4, 5.8),
-) -> "Figure":
+) -> Figure:
     """The confusion matrix with full class names, axis titles, a number in every cell and a
     colour bar: counts, or with normalize=True the percentage of each true class (each row
     divided by its count; the diagonal is then each class's recall)."""
@@ -214,7 +217,7 @@ def prediction_figure(
     confidence: Sequence[float],
     columns: int = 6,
     dpi: float = 100,
-) -> "Figure":
+) -> Figure:
     """Test images as the book's predict_ch3 shows them, each titled with its true class above
     the predicted one and its probability; wrong predictions in red, framed and marked ✗."""
     count = len(true_names)
@@ -244,7 +247,7 @@ def prediction_figure(
 # --------------------------------------------------------------------------- curves
 
 
-def training_curves_figure(runs: Sequence[tuple[str, list[dict]]], heading: str = "", dpi: float = 100) -> "Figure":
+def training_curves_figure(runs: Sequence[tuple[str, list[dict]]], heading: str = "", dpi: float = 100) -> Figure:
     """The book's Animator figure, split in two: cross-entropy loss (train, test) and accuracy
     (train, test, val where present) against epoch. One line per run and metric: the colour
     names the run, the line style the split (train solid, test dashed, val dotted)."""
@@ -304,7 +307,7 @@ def line_plot(
     title: str,
     log_x: bool = False,
     dpi: float = 100,
-) -> "Figure":
+) -> Figure:
     """One labelled line (with a marker per point) for each named (xs, ys) series on one axes;
     e.g. validation accuracy against learning rate for a sweep (log_x=True). Save it with save_png."""
     with _style(10):
