@@ -36,19 +36,16 @@ SPLIT_STYLES = {"train": "-", "test": "--", "val": ":"}
 WRONG_COLOUR = "#c62828"
 
 
+# One style for every picture. matplotlib reads rcParams while it draws too (how many ticks fit
+# an axis depends on the font size), so building, drawing and saving all happen inside it.
+STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "figure.titlesize": 11}
+
+
 @contextmanager
-def _style(font_size: float):
-    """rcParams for one figure: built and drawn inside this, its text keeps these sizes."""
+def _style():
     import matplotlib
 
-    with matplotlib.rc_context(
-        {
-            "font.size": font_size,
-            "axes.titlesize": font_size,
-            "axes.labelsize": font_size,
-            "figure.titlesize": font_size + 1,
-        }
-    ):
+    with matplotlib.rc_context(STYLE):
         yield
 
 
@@ -64,7 +61,7 @@ def new_figure(width_in: float, height_in: float, dpi: float) -> Figure:
 
 def save_png(figure: Figure, path: Path) -> None:
     """Write the figure as a PNG of exactly figsize x dpi pixels, atomically (never half a file)."""
-    with atomic_write(path, "wb") as handle:
+    with atomic_write(path, "wb") as handle, _style():
         figure.savefig(handle, format="png", dpi=figure.dpi)
 
 
@@ -72,7 +69,8 @@ def figure_pixels(figure: Figure) -> np.ndarray:
     """The figure rendered as an H x W x 3 uint8 array (for TensorBoard's add_image)."""
     import numpy as np
 
-    figure.canvas.draw()
+    with _style():
+        figure.canvas.draw()
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
@@ -108,8 +106,8 @@ class WeightTemplates:
     """The learned templates as one labelled figure: a 2 x 5 grid of 28 x 28 images titled by
     class, one diverging colour map centred at 0 shared by all ten, and a colour bar.
 
-    Built once and updated in place (update()), so TensorBoard can show it every epoch for
-    a fraction of the cost of drawing a new figure each time.
+    Built once and updated in place (update()); pixels() then redraws only what changes, so
+    TensorBoard can show it every epoch for a fraction of the cost of a new figure each time.
     """
 
     def __init__(
@@ -122,21 +120,21 @@ class WeightTemplates:
         self.standardized = standardized
         self.norm = CenteredNorm(vcenter=0.0, halfrange=1.0)
         cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.72")
-        with _style(11):
+        with _style():
             self.figure = new_figure(*size, dpi)
             axes = self.figure.subplots(2, 5)
             blank = np.zeros((IMAGE_SIDE, IMAGE_SIDE))
             self.images = []
             for ax, name in zip(axes.flat, class_names, strict=True):
                 self.images.append(ax.imshow(blank, cmap=cmap, norm=self.norm, interpolation="nearest"))
-                ax.set_title(name, pad=3)
+                ax.set_title(name, pad=3, fontsize=11)
                 ax.set_xticks([])
                 ax.set_yticks([])
             unit = "pixel-space weight (W / std)" if standardized else "weight"
             self.colour_bar = self.figure.colorbar(self.images[0], ax=axes, shrink=0.9, pad=0.02, extend="both")
             self.colour_bar.set_label(unit)
             self.heading = self.figure.suptitle("", wrap=True, fontsize=10)
-        self._laid_out = False
+        self._background = None  # the unchanging parts, rendered once by pixels()
 
     def update(self, weight: torch.Tensor, input_std: torch.Tensor | None = None, when: str = "") -> Figure:
         """Show these weights; `when` (e.g. "epoch 3") joins the title. Returns the figure."""
@@ -148,13 +146,39 @@ class WeightTemplates:
         if self.standardized:
             title += "\nshown in pixel space (the input was standardized); grey: pixels rarely lit"
         self.heading.set_text(title)
-        if not self._laid_out:
-            with _style(11):
-                self.figure.canvas.draw()
-            # The layout depends only on the titles: keep it, so later epochs redraw quickly.
-            self.figure.set_layout_engine("none")
-            self._laid_out = True
         return self.figure
+
+    def pixels(self) -> np.ndarray:
+        """The figure as H x W x 3 uint8 (as figure_pixels), redrawing only the images, the colour
+        bar and the title: matplotlib's blitting, with the class titles, frames and layout drawn
+        once and kept as a background (a full redraw costs several times more)."""
+        import numpy as np
+
+        canvas = self.figure.canvas
+        # Each image with its frame on top (as a full draw stacks them), then the colour bar and title.
+        framed = [artist for image in self.images for artist in (image, *image.axes.spines.values())]
+        changing = [*framed, self.colour_bar.ax, self.heading]
+        with _style():
+            if self._background is None or not self._fits():
+                for artist in changing:
+                    artist.set_animated(False)
+                self.figure.set_layout_engine("constrained")
+                canvas.draw()  # lays the figure out around these tick labels and title
+                self.figure.set_layout_engine("none")
+                for artist in changing:
+                    artist.set_animated(True)  # left out of canvas.draw(): drawn over the background below
+                canvas.draw()
+                self._background = canvas.copy_from_bbox(self.figure.bbox)
+            canvas.restore_region(self._background)
+            for artist in changing:
+                self.figure.draw_artist(artist)
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+    def _fits(self) -> bool:
+        """Whether the colour bar, with the tick labels of the current scale, still lies inside the
+        figure laid out before (wider labels, say "-0.25" after "-0.2", call for a new layout)."""
+        box = self.colour_bar.ax.get_tightbbox(self.figure.canvas.get_renderer())
+        return box.x1 <= self.figure.bbox.x1 and box.y0 >= 0 and box.y1 <= self.figure.bbox.y1
 
 
 def weight_templates_figure(
@@ -183,7 +207,7 @@ def confusion_figure(
     accuracy = float(counts.trace() / total) if total else 0.0
     values = 100 * counts / counts.sum(1, keepdim=True).clamp_min(1) if normalize else counts
     high = float(values.max()) or 1.0
-    with _style(10):
+    with _style():
         figure = new_figure(*size, dpi)
         ax = figure.subplots()
         image = ax.imshow(values.numpy(), cmap="Blues", vmin=0, vmax=high)
@@ -223,7 +247,7 @@ def prediction_figure(
     count = len(true_names)
     columns = min(columns, count)
     rows = -(-count // columns)
-    with _style(10):
+    with _style():
         figure = new_figure(1.45 * columns, 1.8 * rows + 0.4, dpi)
         axes = figure.subplots(rows, columns, squeeze=False)
         for k, ax in enumerate(axes.flat):
@@ -259,7 +283,7 @@ def training_curves_figure(runs: Sequence[tuple[str, list[dict]]], heading: str 
         ("Loss", "cross-entropy loss", ("train_loss", "test_loss")),
         ("Accuracy", "accuracy", ("train_acc", "test_acc", "val_acc")),
     )
-    with _style(10):
+    with _style():
         figure = new_figure(10, 4.2 if several else 3.8, dpi)
         axes = figure.subplots(1, 2)
         splits_drawn: set[str] = set()
@@ -310,7 +334,7 @@ def line_plot(
 ) -> Figure:
     """One labelled line (with a marker per point) for each named (xs, ys) series on one axes;
     e.g. validation accuracy against learning rate for a sweep (log_x=True). Save it with save_png."""
-    with _style(10):
+    with _style():
         figure = new_figure(6.4, 4.0, dpi)
         ax = figure.subplots()
         for label, (xs, ys) in series.items():
