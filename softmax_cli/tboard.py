@@ -62,23 +62,23 @@ def session_start_summary(hparams: dict, trial_id: str):
     return summary_v2.hparams_pb(hparams_for_tensorboard(hparams), trial_id=trial_id)
 
 
-def session_end_status(result: TrainingResult) -> int:
-    """How the run ended, for the HPARAMS tab's status filter. TensorBoard has no "stopped"
+def session_end_status(diverged: bool = False, interrupted: bool = False) -> int:
+    """How a run ended, for the HPARAMS tab's status filter. TensorBoard has no "stopped"
     status: a run interrupted with Ctrl-C (which --resume may still finish) is "unknown"."""
     from tensorboard.plugins.hparams import api_pb2
 
-    if result.diverged:
+    if diverged:
         return api_pb2.STATUS_FAILURE
-    return api_pb2.STATUS_UNKNOWN if result.interrupted else api_pb2.STATUS_SUCCESS
+    return api_pb2.STATUS_UNKNOWN if interrupted else api_pb2.STATUS_SUCCESS
 
 
-def session_end_summary(result: TrainingResult):
+def session_end_summary(status: int):
     """The HPARAMS tab's end-of-run record (what tensorboard's summary.session_end_pb builds; that
-    module needs TensorFlow)."""
+    module needs TensorFlow). Write it, like session_start_summary's, with writer.file_writer.add_summary."""
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
-    info = plugin_data_pb2.SessionEndInfo(status=session_end_status(result), end_time_secs=time.time())
+    info = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
     content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_end_info=info))
     return Summary(
         value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=content, tensor=metadata.NULL_TENSOR)]
@@ -135,5 +135,6 @@ class TensorBoardLogger(TrainingCallbacks):
                     IMAGE_DPI, CONFUSION_SIZE_IN,
                 )  # fmt: skip
                 self.writer.add_image(tag, figure_pixels(figure), epoch, dataformats="HWC")
-        self.writer.file_writer.add_summary(session_end_summary(result))
+        status = session_end_status(result.diverged, result.interrupted)
+        self.writer.file_writer.add_summary(session_end_summary(status))
         self.writer.close()
