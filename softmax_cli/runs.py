@@ -136,7 +136,8 @@ class RunSummaryWriter:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    # Milliseconds: two runs started within one second still list newest first.
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -194,7 +195,16 @@ def list_runs(runs_dir: Path) -> list[RunRecord]:
             records.append(_record(child, runs_dir.name))
         else:
             records.extend(_record(folder, child.name) for folder in _subfolders(child))
-    return sorted(records, key=lambda record: (record.started or "", str(record.path)), reverse=True)
+    return sorted(records, key=_newest_first_key, reverse=True)
+
+
+def _newest_first_key(record: RunRecord) -> tuple[float, str]:
+    """When the run started (as a moment: ISO strings in different UTC offsets do not sort), then its path."""
+    try:
+        moment = datetime.fromisoformat(record.started).timestamp() if record.started else 0.0
+    except ValueError:
+        moment = 0.0
+    return moment, str(record.path)
 
 
 def newest_checkpoints(runs_dir: Path, limit: int | None = None) -> list[RunRecord]:

@@ -11,7 +11,6 @@ a path longer than the terminal is left for the terminal to wrap, so it can be c
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -275,6 +274,11 @@ class TrainingDisplay:
     """
 
     def __init__(self, console: Console, rows: Console, label: str = "") -> None:
+        # stdout and stderr on one terminal: a row printed to stdout would land in the middle of the
+        # bars Rich redraws on stderr, so it goes through the bars' console, which prints it above
+        # them (on the same screen). Redirected, the rows go to stdout as asked.
+        if rows.is_terminal and console.is_terminal:
+            rows = console
         self.console, self.rows, self.label = console, rows, label
         self.printer: Optional[RowPrinter] = None
         self.with_validation = False
@@ -286,8 +290,6 @@ class TrainingDisplay:
             TimeRemainingColumn(),
             console=console,
             transient=True,
-            # Rows printed to stdout on the same terminal go above the bars instead of through them.
-            redirect_stdout=rows is not console and sys.stdout.isatty(),
         )
         self.epoch_task = self.batch_task = None
 
