@@ -179,6 +179,12 @@ def test_every_table_fits_the_console(width, short_checkpoint, synthetic_data_di
     assert "F1" in outputs["eval"].stdout and "recall" in outputs["eval"].stdout
     assert "max |ΔW|" in outputs["compare"].stdout and "speed-up" in outputs["bench"].stdout
     assert "status" in outputs["runs"].stdout
+    # Paths are printed whole, never broken or cropped.
+    compare_folder = next((Path("r") / "compare").iterdir())
+    assert f"\n{compare_folder}\n" in outputs["compare"].stdout
+    assert outputs["eval"].stdout.startswith("ck.pt\n")
+    for folder in (Path("r") / "scratch").iterdir():
+        assert f"\n  {folder}\n" in outputs["runs"].stdout
 
 
 # --------------------------------------------------------------------------- papercuts
@@ -240,3 +246,10 @@ def test_the_per_class_table_shows_precision_recall_f1_and_support(short_checkpo
     line = next(line for line in result.stdout.splitlines() if line.startswith("Shirt"))
     assert line.split()[1:] == [f"{shirt[k]:.4f}" for k in ("precision", "recall", "f1")] + [str(shirt["support"])]
     assert json.dumps(payload)
+
+
+def test_train_says_when_its_checkpoint_replaces_an_existing_file(short_checkpoint, synthetic_data_dir, tmp_path):
+    target = Path(shutil.copy(short_checkpoint, tmp_path / "ck.pt"))
+    result = helpers.run_train(synthetic_data_dir, tmp_path, "--epochs", "1", "--checkpoint", target)
+    assert result.exit_code == 0, result.output
+    assert f"{target} exists and will be replaced" in helpers.flat(result.stderr)

@@ -109,7 +109,8 @@ def compare(
     agree = largest <= tolerance
     verdict = "[green]agree[/]" if agree else "[red]DIFFER[/]"
     out.print(f"{verdict}: largest difference in weights and biases {largest:.2e} (tolerance {tolerance:g})")
-    out.print(f"checkpoints scratch.pt and concise.pt in {escape(str(run_dir))}", overflow="ignore", crop=False)
+    out.print("checkpoints scratch.pt and concise.pt in")
+    out.print(escape(str(run_dir)), soft_wrap=True)  # a path alone on its line: never broken, never cropped
     if as_json:
         print_json({
             "agree": agree, "tolerance": tolerance, "max_abs_diff": largest, "hparams": hparams.as_dict(),

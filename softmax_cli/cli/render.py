@@ -5,8 +5,9 @@ The body reports through callbacks and plain data; only this module knows Rich t
 Every table fits the console's width without cutting a number: a table is laid out with
 all its columns and full headers first, then with shorter headers, then without its less
 important columns, and the first layout Rich renders without an ellipsis is printed. Names
-wrap between words; numbers never wrap. Paths are never broken either (overflow="ignore"):
-a path longer than the terminal is left for the terminal to wrap, so it can be copied whole.
+wrap between words; numbers never wrap. A path is printed alone on its line and never broken
+(soft_wrap): one longer than the terminal is left for the terminal to wrap, so it can be
+copied whole.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def render_evaluation(console: Console, path, checkpoint: dict, evaluation, per_
     hparams = checkpoint["hparams"]
     planned = hparams.get("epochs")
     epochs = f"epoch {checkpoint['epoch']}" + (f" of {planned}" if planned else "")
-    console.print(f"[bold]{escape(str(path))}[/]", overflow="ignore", crop=False)
+    console.print(f"[bold]{escape(str(path))}[/]", soft_wrap=True)  # a path alone on its line: never broken
     console.print(f"{checkpoint['impl']}, {epochs}, {escape(describe_settings(hparams))}")
     console.print(
         f"test accuracy [bold]{evaluation.accuracy:.4f}[/], mean cross-entropy "
@@ -302,4 +302,4 @@ def render_runs(console: Console, records: list) -> None:
     printer = RowPrinter(console, columns, [[str(c) for c in row] for row in cells])
     for record, row in zip(records, cells, strict=True):
         printer.row(row)
-        console.print(Text("  " + str(record.path), style="cyan"), overflow="ignore", crop=False)
+        console.print(Text("  " + str(record.path), style="cyan"), soft_wrap=True)

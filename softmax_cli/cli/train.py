@@ -93,6 +93,8 @@ def train(
         raise typer.BadParameter("--naive-softmax is for --impl scratch only", param_hint="--naive-softmax")
     if workers is not None and hparams.loader == "memory":
         say("[yellow]note:[/] --workers only applies to --loader dataloader; ignored")
+    if checkpoint is not None and checkpoint.exists() and checkpoint != resume:
+        say(f"[yellow]note:[/] {escape(str(checkpoint))} exists and will be replaced after the first epoch")
     workers = default_workers() if workers is None else workers
     torch_device = resolve_device_or_usage_error(device)
 
