@@ -89,8 +89,16 @@ def default_note(name: str, extra: str = "") -> str:
     return f" [default: {getattr(Hparams, name)}{extra}]"
 
 
+class _Choice(str, Enum):
+    """A choice option's value. str() is the bare name: Typer < 0.25 converts a parser's result
+    by its str(), and would find no "Choice.tuned" among the names."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def _choices(names) -> type[Enum]:
-    return Enum("Choice", {name: name for name in names}, type=str)
+    return _Choice("Choice", {name: name for name in names})
 
 
 Impl, Loader, Schedule, Preset = (_choices(names) for names in (IMPLS, LOADERS, SCHEDULES, PRESETS))
