@@ -126,6 +126,6 @@ def _bench_sweep(data_dir, device: str, batch_size: int, rounds, threads, quick:
             payload = run_sweep_bench(settings, progress=lambda message: status.update(message))
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
-    render_sweep_bench(console, payload)
+    render_sweep_bench(results_console(as_json), payload)
     if as_json:
         print_json(payload)
