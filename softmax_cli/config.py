@@ -115,9 +115,22 @@ class Hparams:
 
     @property
     def run_tag(self) -> str:
-        """The short tag in a run folder's name: enough to tell recipes apart in TensorBoard's run list."""
-        naive = "-naive" if self.naive_softmax else ""
-        return f"{self.preset}-lr{self.lr:g}-bs{self.batch_size}-seed{self.seed}{naive}"
+        """The short tag in a run folder's name: enough to tell recipes apart in TensorBoard's run list.
+
+        preset, lr, batch size and seed always; the naive softmax, a validation split and the
+        DataLoader pipeline only when chosen, e.g. book-lr0.1-bs256-seed326-val0.1-dataloader.
+        runs.parse_run_tag reads it back.
+        """
+        extras = [
+            "naive" if self.naive_softmax else "",
+            f"val{self.val_split:g}" if self.val_split else "",
+            self.loader if self.loader != Hparams.loader else "",
+        ]
+        return "-".join([f"{self.preset}-lr{self.lr:g}-bs{self.batch_size}-seed{self.seed}", *filter(None, extras)])
+
+    def resumed_run_tag(self, from_epoch: int) -> str:
+        """The tag of a run that resumes a checkpoint after `from_epoch` epochs: its own folder, named so."""
+        return f"{self.run_tag}-resumed-from-{from_epoch}"
 
     def lr_at(self, progress: float) -> float:
         """Learning rate after `progress` (0 to 1) of all training steps: constant, or cosine-annealed

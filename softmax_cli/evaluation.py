@@ -80,9 +80,11 @@ def predict_test_examples(
 
 
 def per_class_metrics(confusion, class_names: list[str]) -> list[dict]:
-    """For each class: one-vs-rest accuracy (TP+TN)/N, precision TP/predicted, recall TP/support, support.
+    """For each class: precision TP/predicted, recall TP/support, F1 (their harmonic mean), support,
+    and one-vs-rest accuracy (TP+TN)/N, kept for the JSON readers of earlier versions.
 
-    A class never predicted has precision 0 (no correct predictions to speak of).
+    A class never predicted has precision 0 (no correct predictions to speak of); F1 is 0
+    where precision and recall both are.
     """
     total = int(confusion.sum())
     rows = []
@@ -91,12 +93,15 @@ def per_class_metrics(confusion, class_names: list[str]) -> list[dict]:
         support = int(confusion[k, :].sum())
         predicted = int(confusion[:, k].sum())
         true_negative = total - support - predicted + true_positive
+        precision = true_positive / predicted if predicted else 0.0
+        recall = true_positive / support if support else 0.0
         rows.append(
             {
                 "class": name,
                 "accuracy": (true_positive + true_negative) / total if total else 0.0,
-                "precision": true_positive / predicted if predicted else 0.0,
-                "recall": true_positive / support if support else 0.0,
+                "precision": precision,
+                "recall": recall,
+                "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
                 "support": support,
             }
         )

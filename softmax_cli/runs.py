@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from softmax_cli.atomic import atomic_write
+from softmax_cli.config import LOADERS, Hparams
 from softmax_cli.errors import SoftmaxError
 
 SUMMARY_NAME = "summary.json"
@@ -102,8 +104,10 @@ class RunSummaryWriter:
             "epochs_done": plan.start_epoch,
             "train_examples": plan.train_examples,
             "status": "running",
-            "checkpoint": str(plan.paths.checkpoint),
+            # Absolute: `softmax runs` and `softmax eval RUN_FOLDER` may run from another folder.
+            "checkpoint": str(plan.paths.checkpoint.absolute()),
             "resumed_from": None if self.resumed_from is None else str(self.resumed_from),
+            "start_epoch": plan.start_epoch,
             "history": list(plan.history),
         }
 
@@ -132,12 +136,18 @@ class RunSummaryWriter:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    # Milliseconds: two runs started within one second still list newest first.
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds")
 
 
 @dataclass
 class RunRecord:
-    """One run folder as `softmax runs` shows it; fields are None where the folder does not tell."""
+    """One run folder as `softmax runs` shows it; fields are None where the folder does not tell.
+
+    impl is "compare" for a `softmax compare` folder, which holds scratch.pt and concise.pt.
+    checkpoint is the file `softmax eval RUN_FOLDER` evaluates (None for a compare folder,
+    whose two files must be named); checkpoints lists every .pt file in the folder.
+    """
 
     path: Path
     impl: str
@@ -149,6 +159,9 @@ class RunRecord:
     final: dict | None = None
     checkpoint: Path | None = None
     has_summary: bool = False
+    resumed_from: str | None = None
+    start_epoch: int | None = None
+    checkpoints: list[Path] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return json_safe(
@@ -162,41 +175,87 @@ class RunRecord:
                 "epochs_planned": self.epochs_planned,
                 "final": self.final,
                 "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+                "checkpoints": [str(path) for path in self.checkpoints],
+                "resumed_from": self.resumed_from,
+                "start_epoch": self.start_epoch,
                 "has_summary": self.has_summary,
             }
         )
 
 
 def list_runs(runs_dir: Path) -> list[RunRecord]:
-    """Every run folder under runs_dir (RUNS_DIR/<impl>/<run>/), newest first."""
+    """Every run folder under runs_dir (RUNS_DIR/<impl>/<run>/), newest first.
+
+    A runs_dir that is itself one impl's folder (runs/scratch) works too: a child whose
+    name starts with a run's timestamp is a run, any other folder is a group of runs.
+    """
     records = []
+    for child in _subfolders(runs_dir):
+        if _STAMPED.match(child.name):
+            records.append(_record(child, runs_dir.name))
+        else:
+            records.extend(_record(folder, child.name) for folder in _subfolders(child))
+    return sorted(records, key=_newest_first_key, reverse=True)
+
+
+def _newest_first_key(record: RunRecord) -> tuple[float, str]:
+    """When the run started (as a moment: ISO strings in different UTC offsets do not sort), then its path."""
     try:
-        groups = [group for group in runs_dir.iterdir() if group.is_dir()]
+        moment = datetime.fromisoformat(record.started).timestamp() if record.started else 0.0
+    except ValueError:
+        moment = 0.0
+    return moment, str(record.path)
+
+
+def newest_checkpoints(runs_dir: Path, limit: int | None = None) -> list[RunRecord]:
+    """The runs under runs_dir that have a checkpoint to evaluate, newest first."""
+    return [record for record in list_runs(runs_dir) if record.checkpoint is not None][:limit]
+
+
+def run_folder_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint a training run's folder stands for: its checkpoint.pt, or the --checkpoint its summary names."""
+    return _record(folder, folder.parent.name).checkpoint
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The .pt files directly in folder, by name (a compare folder: concise.pt, scratch.pt)."""
+    try:
+        return sorted(path for path in folder.iterdir() if path.suffix == ".pt" and path.is_file())
     except OSError:
         return []
-    for group in groups:
-        try:
-            folders = [folder for folder in group.iterdir() if folder.is_dir()]
-        except OSError:
-            continue
-        records.extend(_record(folder, group.name) for folder in folders)
-    return sorted(records, key=lambda record: (record.started or "", str(record.path)), reverse=True)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [child for child in folder.iterdir() if child.is_dir()]
+    except OSError:
+        return []
 
 
 def _record(folder: Path, impl: str) -> RunRecord:
     summary = read_summary(folder)
+    checkpoints = checkpoint_files(folder)
+    own = folder / CHECKPOINT_NAME
     if summary is None:
-        # An older run (or one killed outright): the folder name still says when and roughly what.
-        checkpoint = folder / CHECKPOINT_NAME
+        # An older run, a compare folder, or a run killed outright: the folder's name still
+        # says when it started and with which recipe (Hparams.run_tag).
+        parsed = parse_run_name(folder.name)
         return RunRecord(
             path=folder,
             impl=impl,
-            started=_started_from_name(folder.name),
+            started=parsed["started"] if parsed else None,
             status="unknown",
-            checkpoint=checkpoint if checkpoint.is_file() else None,
+            hparams=parsed["hparams"] if parsed else {},
+            checkpoint=own if own in checkpoints else None,
+            start_epoch=parsed["start_epoch"] if parsed else None,
+            checkpoints=checkpoints,
         )
     history = summary.get("history") or []
-    checkpoint = Path(summary["checkpoint"]) if summary.get("checkpoint") else None
+    named = Path(summary["checkpoint"]) if isinstance(summary.get("checkpoint"), str) else None
+    if own.is_file():
+        checkpoint = own
+    else:
+        checkpoint = named if named is not None and named.is_file() else None
     return RunRecord(
         path=folder,
         impl=summary.get("impl", impl),
@@ -205,15 +264,48 @@ def _record(folder: Path, impl: str) -> RunRecord:
         hparams=summary.get("hparams") or {},
         epochs_done=summary.get("epochs_done"),
         epochs_planned=summary.get("epochs_planned"),
-        final=history[-1] if history else None,
-        checkpoint=checkpoint if checkpoint is not None and checkpoint.is_file() else None,
+        final=history[-1] if history and isinstance(history[-1], dict) else None,
+        checkpoint=checkpoint,
         has_summary=True,
+        resumed_from=summary.get("resumed_from"),
+        start_epoch=summary.get("start_epoch", 0 if not summary.get("resumed_from") else None),
+        checkpoints=checkpoints if checkpoint is None or checkpoint in checkpoints else [*checkpoints, checkpoint],
     )
 
 
-def _started_from_name(name: str) -> str | None:
+# A run folder's name: make_run_dir's timestamp, Hparams.run_tag (resumed_run_tag), and
+# make_run_dir's "-2", "-3", ... when two runs start within the same second.
+_STAMPED = re.compile(r"(?P<stamp>\d{8}-\d{6})(-|$)")
+_NUMBER = r"\d+(?:\.\d+)?(?:e[+-]?\d+)?"
+_RUN_NAME = re.compile(
+    rf"\d{{8}}-\d{{6}}-(?P<preset>[a-z]+)-lr(?P<lr>{_NUMBER})-bs(?P<batch_size>\d+)-seed(?P<seed>\d+)"
+    rf"(?P<naive>-naive)?(?:-val(?P<val_split>{_NUMBER}))?(?:-(?P<loader>{'|'.join(LOADERS)}))?"
+    r"(?:-resumed-from-(?P<resumed_from>\d+))?(?:-\d+)?$"
+)
+
+
+def parse_run_name(name: str) -> dict | None:
+    """What a run folder's name tells: {"started", "hparams": {...}, "start_epoch"}; None if it is not one.
+
+    A name from an older softmax-cli may give only its timestamp (empty hparams, start_epoch None).
+    """
+    stamped = _STAMPED.match(name)
+    if stamped is None:
+        return None
     try:
-        started = datetime.strptime(name[:15], _STAMP)
+        started = datetime.strptime(stamped["stamp"], _STAMP).astimezone().isoformat(timespec="seconds")
     except ValueError:
         return None
-    return started.astimezone().isoformat(timespec="seconds")
+    match = _RUN_NAME.match(name)
+    if match is None:
+        return {"started": started, "hparams": {}, "start_epoch": None}
+    hparams = {
+        "preset": match["preset"],
+        "lr": float(match["lr"]),
+        "batch_size": int(match["batch_size"]),
+        "seed": int(match["seed"]),
+        "naive_softmax": match["naive"] is not None,
+        "val_split": float(match["val_split"]) if match["val_split"] else Hparams.val_split,
+        "loader": match["loader"] or Hparams.loader,
+    }
+    return {"started": started, "hparams": hparams, "start_epoch": int(match["resumed_from"] or 0)}

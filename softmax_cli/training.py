@@ -69,9 +69,13 @@ def fit(
             ) from None
 
     result = TrainingResult(hparams, device, history, checkpoint=None, log_dir=paths.log_dir, class_names=names)
+    validation_examples = data.validation.num_examples if data.validation is not None else 0
     callbacks.on_train_start(
-        TrainingPlan(hparams, device, start_epoch, len(data.train), data.train.num_examples, paths, list(history))
-    )
+        TrainingPlan(
+            hparams, device, start_epoch, len(data.train), data.train.num_examples, paths, list(history),
+            validation_examples,
+        )
+    )  # fmt: skip
     try:
         for epoch_index in range(start_epoch, hparams.epochs):
             model.set_lr(hparams.lr)
@@ -250,6 +254,7 @@ class TrainingPlan:
     train_examples: int
     paths: RunPaths
     history: list[dict] = field(default_factory=list)  # the epochs a resumed checkpoint already holds
+    validation_examples: int = 0  # held out of the train split by --val-split
 
 
 @dataclass

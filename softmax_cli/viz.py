@@ -61,8 +61,15 @@ def new_figure(width_in: float, height_in: float, dpi: float) -> Figure:
 
 def save_png(figure: Figure, path: Path) -> None:
     """Write the figure as a PNG of exactly figsize x dpi pixels, atomically (never half a file)."""
+    save_image(figure, path, "png")
+
+
+def save_image(figure: Figure, path: Path, image_format: str | None = None) -> None:
+    """Write the figure atomically in the format its name says (.png, .jpg or .jpeg), unless one is given."""
+    if image_format is None:
+        image_format = "jpeg" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "png"
     with atomic_write(path, "wb") as handle, _style():
-        figure.savefig(handle, format="png", dpi=figure.dpi)
+        figure.savefig(handle, format=image_format, dpi=figure.dpi)
 
 
 def figure_pixels(figure: Figure) -> np.ndarray:

@@ -22,7 +22,7 @@ from tests import helpers
 from tests.helpers import InterruptAt, assert_clean, invoke, only_json, run_train, same_checkpoint, train_checkpoint
 
 EVAL_KEYS = {"checkpoint", "impl", "epoch", "test_acc", "test_loss", "n", "per_class", "confusion_matrix"}
-PER_CLASS_KEYS = {"class", "accuracy", "precision", "recall", "support"}
+PER_CLASS_KEYS = {"class", "accuracy", "precision", "recall", "f1", "support"}
 TIMING_KEYS = {"seconds", "examples_per_s"}  # the only history fields allowed to differ between runs
 
 
@@ -33,7 +33,7 @@ def evaluate(path: Path, data_dir: Path, *options) -> dict:
     result = invoke("eval", path, "--data-dir", data_dir, "--device", "cpu", "--json", *options)
     assert_clean(result)
     assert result.exit_code == 0, result.output
-    assert "test accuracy" in result.stderr  # the human report stays on stderr
+    assert "test accuracy" in result.stderr  # with --json the human report moves to stderr
     return only_json(result)
 
 
@@ -60,6 +60,7 @@ def check_eval_payload(payload: dict, path: Path, impl: str, epoch: int, n: int)
         assert row["recall"] == pytest.approx(diagonal[k] / support if support else 0.0)
         assert row["precision"] == pytest.approx(diagonal[k] / predicted if predicted else 0.0)
         assert row["accuracy"] == pytest.approx((n - support - predicted + 2 * diagonal[k]) / n)
+        assert row["f1"] == pytest.approx(2 * diagonal[k] / (support + predicted) if support + predicted else 0.0)
 
 
 def without_timing(history: list[dict]) -> list[dict]:
@@ -112,12 +113,13 @@ def test_eval_reports_the_accuracy_train_reported(config, synthetic_data_dir, tm
     assert payload["test_acc"] == trained["history"][-1]["test_acc"]
 
 
-def test_eval_human_output_goes_to_stderr_only(scratch_2, synthetic_data_dir):
+def test_eval_results_go_to_stdout(scratch_2, synthetic_data_dir):
     result = invoke("eval", scratch_2, "--data-dir", synthetic_data_dir, "--device", "cpu")
     assert_clean(result)
     assert result.exit_code == 0
-    assert result.stdout == ""
-    assert "test accuracy" in result.stderr and "Confusion matrix" in result.stderr
+    assert "test accuracy" in result.stdout and "Confusion matrix" in result.stdout
+    assert "Shirt" in result.stdout and "F1" in result.stdout and "1-vs-rest" not in result.stdout
+    assert result.stderr == ""
 
 
 def test_eval_batch_size_changes_nothing_but_rounding(scratch_2, synthetic_data_dir):
@@ -166,6 +168,7 @@ def test_per_class_metrics_from_a_known_matrix():
         "accuracy": (8 + (n - 10 - 13 + 8)) / n,
         "precision": 8 / 13,
         "recall": 8 / 10,
+        "f1": pytest.approx(2 * 8 / (10 + 13)),
         "support": 10,
     }
     assert rows[1] == {
@@ -173,17 +176,20 @@ def test_per_class_metrics_from_a_known_matrix():
         "accuracy": (5 + (n - 10 - 11 + 5)) / n,
         "precision": 5 / 11,
         "recall": 5 / 10,
+        "f1": pytest.approx(2 * 5 / (10 + 11)),
         "support": 10,
     }
-    assert rows[2] == {"class": "c2", "accuracy": (n - 4) / n, "precision": 0.0, "recall": 0.0, "support": 4}
-    assert rows[5] == {"class": "c5", "accuracy": 1.0, "precision": 0.0, "recall": 0.0, "support": 0}
+    zero = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert rows[2] == {"class": "c2", "accuracy": (n - 4) / n, **zero, "support": 4}
+    assert rows[5] == {"class": "c5", "accuracy": 1.0, **zero, "support": 0}
     assert all(type(row["support"]) is int for row in rows)  # JSON-ready, not tensors
     json.dumps(rows)
 
 
 def test_per_class_metrics_of_an_empty_matrix_are_zero():
     rows = per_class_metrics(torch.zeros(10, 10, dtype=torch.int64), [str(k) for k in range(10)])
-    assert all(row["accuracy"] == row["precision"] == row["recall"] == 0.0 and row["support"] == 0 for row in rows)
+    assert all(row["accuracy"] == row["precision"] == row["recall"] == row["f1"] == 0.0 for row in rows)
+    assert all(row["support"] == 0 for row in rows)
 
 
 # --------------------------------------------------------------------------- 3. train --resume

@@ -8,9 +8,12 @@ aside). torch, torchvision and tensorboard are imported inside the commands, so 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from softmax_cli.cli import bench, compare, download, evaluate, plot, sweep, train
+from softmax_cli import __version__
+from softmax_cli.cli import bench, compare, download, evaluate, plot, runs, sweep, train
 from softmax_cli.cli.options import reports_errors
 
 app = typer.Typer(
@@ -23,11 +26,29 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"softmax-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Softmax regression on Fashion-MNIST, from scratch and concisely (Dive into Deep Learning, ch. 3)."""
+
+
 COMMANDS = {
     "download": download.download,
     "train": train.train,
     "eval": evaluate.evaluate,
     "predict": evaluate.predict,
+    "runs": runs.runs,
     "plot": plot.plot,
     "compare": compare.compare,
     "bench": bench.bench,

@@ -15,8 +15,9 @@ from softmax_cli.cli.options import (
     fail,
     print_json,
     resolve_device_or_usage_error,
+    results_console,
+    say,
 )
-from softmax_cli.cli.render import render_bench
 from softmax_cli.config import default_workers
 from softmax_cli.paths import resolve_data_dir
 
@@ -97,8 +98,12 @@ def bench(
             result = b.run_benchmark(settings, _help_commands(ctx), progress=lambda message: status.update(message))
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
+    from softmax_cli.cli.tables import bench_notes, render_bench
+
     payload = result.as_dict()
-    render_bench(console, payload)
+    render_bench(results_console(as_json), payload)
+    for note in bench_notes(payload):
+        say(note)
     if as_json:
         print_json(payload)
 
@@ -121,6 +126,6 @@ def _bench_sweep(data_dir, device: str, batch_size: int, rounds, threads, quick:
             payload = run_sweep_bench(settings, progress=lambda message: status.update(message))
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
-    render_sweep_bench(console, payload)
+    render_sweep_bench(results_console(as_json), payload)
     if as_json:
         print_json(payload)

@@ -30,7 +30,7 @@ from softmax_cli.cli.options import (
     given_options,
     print_json,
     resolve_device_or_usage_error,
-    say,
+    results_console,
 )
 from softmax_cli.paths import resolve_data_dir
 
@@ -65,7 +65,8 @@ def compare(
 
     Exits 0 when their weights agree within --tolerance after every epoch, 1 otherwise.
     """
-    from softmax_cli.cli.render import TrainingDisplay, render_comparison
+    from softmax_cli.cli.render import TrainingDisplay
+    from softmax_cli.cli.tables import render_comparison
     from softmax_cli.config import default_workers, resolve_hparams
     from softmax_cli.runs import make_run_dir
     from softmax_cli.training import compare_implementations
@@ -85,7 +86,8 @@ def compare(
         for finished in displays:
             finished.__exit__(None, None, None)
         displays.clear()
-        display = TrainingDisplay(console, f"{impl} (seed {hparams.seed})", with_validation=False)
+        # Each side's epochs are progress here (stderr); the comparison table is the result.
+        display = TrainingDisplay(console, console, label=f"{impl}, seed {hparams.seed}:")
         display.__enter__()
         displays.append(display)
         return [display]
@@ -101,14 +103,14 @@ def compare(
     except KeyboardInterrupt:
         raise fail("interrupted", code=130) from None
 
-    render_comparison(console, compared, hparams.seed)
+    out = results_console(as_json)
+    render_comparison(out, compared, hparams.seed)
     largest = max(max(row.max_weight_diff, row.max_bias_diff) for row in compared)
     agree = largest <= tolerance
     verdict = "[green]agree[/]" if agree else "[red]DIFFER[/]"
-    say(
-        f"{verdict}: largest difference in weights and biases {largest:.2e} (tolerance {tolerance:g}); "
-        f"checkpoints scratch.pt and concise.pt in {escape(str(run_dir))}"
-    )
+    out.print(f"{verdict}: largest difference in weights and biases {largest:.2e} (tolerance {tolerance:g})")
+    out.print("checkpoints scratch.pt and concise.pt in")
+    out.print(escape(str(run_dir)), soft_wrap=True)  # a path alone on its line: never broken, never cropped
     if as_json:
         print_json({
             "agree": agree, "tolerance": tolerance, "max_abs_diff": largest, "hparams": hparams.as_dict(),

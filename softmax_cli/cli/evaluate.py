@@ -12,13 +12,16 @@ from softmax_cli.cli.options import (
     DataDirOption,
     DeviceOption,
     JsonOption,
-    console,
+    RunsDirOption,
+    check_image_path,
     ensure_data,
     fail,
     print_json,
     resolve_device_or_usage_error,
+    results_console,
     write_image,
 )
+from softmax_cli.cli.runs import find_checkpoint
 from softmax_cli.paths import resolve_data_dir
 
 
@@ -34,7 +37,7 @@ def _checkpoint_device_and_data(checkpoint: Path, device: str, data_dir: Optiona
 
 
 def evaluate(
-    checkpoint: CheckpointArgument,
+    checkpoint: CheckpointArgument = None,
     data_dir: DataDirOption = None,
     device: DeviceOption = "auto",
     batch_size: Annotated[
@@ -44,31 +47,38 @@ def evaluate(
     weights_png: Annotated[
         Optional[Path],
         typer.Option(
+            callback=check_image_path,
             help="Also write the 10 learned weight templates (columns of W as 28x28 images, titled by class; "
-            "in pixel space for a standardized run) as a PNG.",
+            "in pixel space for a standardized run) as a .png or .jpg picture.",
             show_default=False,
         ),
     ] = None,
+    runs_dir: RunsDirOption = Path("runs"),
     as_json: JsonOption = False,
 ) -> None:
-    """Evaluate a checkpoint on the 10,000 test images: accuracy, loss, per-class table, confusion matrix."""
-    from softmax_cli.cli.render import render_evaluation
+    """Evaluate a checkpoint on the 10,000 test images: accuracy, loss, per-class table, confusion matrix.
+
+    With no CHECKPOINT, the newest run's under --runs-dir; a run folder stands for its checkpoint.
+    """
+    from softmax_cli.cli.tables import render_evaluation
     from softmax_cli.evaluation import evaluate_checkpoint, per_class_metrics
 
-    loaded, torch_device, target = _checkpoint_device_and_data(checkpoint, device, data_dir)
+    path = find_checkpoint(checkpoint, runs_dir, "eval")
+    loaded, torch_device, target = _checkpoint_device_and_data(path, device, data_dir)
     evaluation, model = evaluate_checkpoint(loaded, target, torch_device, batch_size)
     names = loaded["class_names"]
     per_class = per_class_metrics(evaluation.confusion, names)
-    render_evaluation(console, checkpoint, loaded, evaluation, per_class)
+    # Files first: a reader that stops early (`| head`) must not cost the picture.
     if weights_png is not None:
-        from softmax_cli.viz import save_png, weight_templates_figure
+        from softmax_cli.viz import save_image, weight_templates_figure
 
         std = None if model.input_stats is None else model.input_stats[1]
         figure = weight_templates_figure(model.weight_bias()[0], names, std, f"epoch {loaded['epoch']}")
-        write_image(lambda path: save_png(figure, path), weights_png)
+        write_image(lambda target: save_image(figure, target), weights_png)
+    render_evaluation(results_console(as_json), path, loaded, evaluation, per_class)
     if as_json:
         print_json({
-            "checkpoint": str(checkpoint),
+            "checkpoint": str(path),
             "impl": loaded["impl"],
             "epoch": loaded["epoch"],
             "test_acc": evaluation.accuracy,
@@ -80,22 +90,31 @@ def evaluate(
 
 
 def predict(
-    checkpoint: CheckpointArgument,
-    n: Annotated[int, typer.Option("--n", min=1, max=10000, help="How many test images to show.")] = 18,
+    checkpoint: CheckpointArgument = None,
+    n: Annotated[int, typer.Option("-n", "--n", min=1, max=10000, help="How many test images to show.")] = 18,
     only_wrong: Annotated[bool, typer.Option("--only-wrong", help="Show only misclassified images.")] = False,
-    out: Annotated[Path, typer.Option(help="PNG grid of the images titled true / predicted (probability).")] = Path(
-        "predictions.png"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            callback=check_image_path,
+            help="Picture (.png or .jpg) of the images titled true / predicted (probability).",
+        ),
+    ] = Path("predictions.png"),
     data_dir: DataDirOption = None,
     device: DeviceOption = "auto",
+    runs_dir: RunsDirOption = Path("runs"),
     as_json: JsonOption = False,
 ) -> None:
-    """Like the book's predict_ch3: test images with true and predicted classes, as a PNG and a table."""
-    from softmax_cli.cli.render import render_predictions
-    from softmax_cli.evaluation import predict_test_examples
-    from softmax_cli.viz import prediction_figure, save_png
+    """Like the book's predict_ch3: test images with true and predicted classes, as a picture and a table.
 
-    loaded, torch_device, target = _checkpoint_device_and_data(checkpoint, device, data_dir)
+    With no CHECKPOINT, the newest run's under --runs-dir; a run folder stands for its checkpoint.
+    """
+    from softmax_cli.cli.tables import render_predictions
+    from softmax_cli.evaluation import predict_test_examples
+    from softmax_cli.viz import prediction_figure, save_image
+
+    path = find_checkpoint(checkpoint, runs_dir, "predict")
+    loaded, torch_device, target = _checkpoint_device_and_data(path, device, data_dir)
     shown = predict_test_examples(loaded, target, torch_device, n, only_wrong)
     names = loaded["class_names"]
     rows = [
@@ -105,10 +124,10 @@ def predict(
     ]  # fmt: skip
     if not rows:
         raise fail("no test image matches (--only-wrong on a model that gets every one right?)")
-    render_predictions(console, rows, only_wrong)
     grid = prediction_figure(
         shown.images, [r["true"] for r in rows], [r["predicted"] for r in rows], [r["confidence"] for r in rows]
     )
-    write_image(lambda path: save_png(grid, path), out)
+    write_image(lambda target: save_image(grid, target), out)
+    render_predictions(results_console(as_json), rows, only_wrong)
     if as_json:
-        print_json({"checkpoint": str(checkpoint), "out": str(out), "predictions": rows})
+        print_json({"checkpoint": str(path), "out": str(out), "predictions": rows})

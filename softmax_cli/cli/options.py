@@ -1,4 +1,4 @@
-"""What every command shares: the console, the one user-error path, option types, JSON output, data set-up.
+"""What every command shares: the consoles, the one user-error path, option types, JSON output, data set-up.
 
 Option ranges and defaults come from softmax_cli.config (RANGES, Hparams), so the help
 text, the validation here and checkpoint validation cannot drift apart. torch is never
@@ -7,6 +7,7 @@ imported at module level, so `--help` answers instantly.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import re
@@ -24,9 +25,20 @@ from softmax_cli.config import IMPLS, LOADERS, PRESETS, RANGES, SCHEDULES, Hpara
 from softmax_cli.errors import DataError, SoftmaxError
 from softmax_cli.paths import DATA_DIR_ENV
 
-# Human output goes to stderr so that --json leaves stdout to the JSON object alone.
+# The stdout/stderr contract. Results a user would keep, pipe or grep (the tables of eval,
+# predict, compare, runs and bench, train's per-epoch rows) go to stdout; progress bars and
+# notes go to `console`, on stderr. With --json the JSON object alone is the result on stdout
+# and the human result moves to stderr, where a person still sees it.
 # No automatic highlighting: numbers and paths in messages keep the colour they are given.
 console = Console(stderr=True, highlight=False)
+
+
+def results_console(as_json: bool = False) -> Console:
+    """Where a command's human result goes: stdout, or stderr's `console` when --json has stdout.
+
+    A fresh stdout Console per command, so it measures the terminal (or $COLUMNS) of this run.
+    """
+    return console if as_json else Console(highlight=False)
 
 
 def say(markup: str) -> None:
@@ -77,11 +89,46 @@ def default_note(name: str, extra: str = "") -> str:
     return f" [default: {getattr(Hparams, name)}{extra}]"
 
 
+class _Choice(str, Enum):
+    """A choice option's value. str() is the bare name: Typer < 0.25 converts a parser's result
+    by its str(), and would find no "Choice.tuned" among the names."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def _choices(names) -> type[Enum]:
-    return Enum("Choice", {name: name for name in names}, type=str)
+    return _Choice("Choice", {name: name for name in names})
 
 
 Impl, Loader, Schedule, Preset = (_choices(names) for names in (IMPLS, LOADERS, SCHEDULES, PRESETS))
+
+
+def _parse_choice(choices: type[Enum]):
+    """A Typer parser for an Enum option that refuses a typo in plain words, with a suggestion.
+
+    Typer >= 0.25 validates Enum options through pydantic, whose message reads "Value error,
+    'scrach' is not one of ..."; a parser runs instead of that validation, and a BadParameter
+    it raises passes through pydantic untouched.
+    """
+    names = [choice.value for choice in choices]
+
+    def parse(value):
+        if isinstance(value, choices):
+            return value
+        if value in names:
+            return choices(value)
+        close = difflib.get_close_matches(str(value), names, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(names)}{hint}")
+
+    return parse
+
+
+def _choice_metavar(choices: type[Enum]) -> str:
+    return "[" + "|".join(choice.value for choice in choices) + "]"
+
+
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -133,8 +180,23 @@ def ensure_data(data_dir: Path) -> None:
         ) from None
 
 
+# The picture formats --weights-png and predict's --out write, by file name suffix.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def check_image_path(path: Optional[Path]) -> Optional[Path]:
+    """A Typer callback: the picture's format follows its name, so a name we cannot write is a usage error."""
+    if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise typer.BadParameter(f"{path}: name a {', '.join(IMAGE_SUFFIXES)} file (the format follows the name)")
+    return path
+
+
 def write_image(save, path: Path) -> None:
-    """Write a picture with save(path), creating its folder; an unwritable path is one error line."""
+    """Write a picture with save(path), creating its folder; an unwritable path is one error line.
+
+    save(path) picks the format from the name's suffix (checked by check_image_path), so a
+    .jpg file holds a JPEG, never PNG bytes.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save(path)
@@ -160,10 +222,15 @@ DeviceOption = Annotated[
     ),
 ]
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object on stdout; human output stays on stderr.")
+    bool, typer.Option("--json", help="Print one JSON object on stdout instead; the human output goes to stderr.")
 ]
 CheckpointArgument = Annotated[
-    Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint written by `softmax train`.", show_default=False)
+    Optional[Path],
+    typer.Argument(
+        metavar="CHECKPOINT",
+        help="A checkpoint written by `softmax train`, or a run folder. [default: the newest run's, under --runs-dir]",
+        show_default=False,
+    ),
 ]
 
 # Training options, shared by `train` and `compare`. None means "not given", so that a preset
@@ -171,7 +238,10 @@ CheckpointArgument = Annotated[
 ImplOption = Annotated[
     Optional[Impl],
     typer.Option(
-        help="Implementation: scratch (the book's 3.6) or concise (3.7)." + default_note("impl"), show_default=False
+        parser=_parse_choice(Impl),
+        metavar=_choice_metavar(Impl),
+        help="Implementation: scratch (the book's 3.6) or concise (3.7)." + default_note("impl"),
+        show_default=False,
     ),
 ]
 EpochsOption = Annotated[
@@ -203,6 +273,8 @@ WorkersOption = Annotated[
 LoaderOption = Annotated[
     Optional[Loader],
     typer.Option(
+        parser=_parse_choice(Loader),
+        metavar=_choice_metavar(Loader),
         show_default=False,
         help="memory: the split held on the device, indexed batches (fast). "
         "dataloader: the book's ToTensor + DataLoader pipeline." + default_note("loader"),
@@ -217,7 +289,7 @@ SeedOption = Annotated[
         help="Seed, set before the weights are drawn." + default_note("seed"),
     ),
 ]
-RunsDirOption = Annotated[Path, typer.Option(help="Runs go to RUNS_DIR/<impl>/<timestamp>-<tag>/.")]
+RunsDirOption = Annotated[Path, typer.Option(help="Folder of the runs: RUNS_DIR/<impl>/<timestamp>-<tag>/.")]
 NaiveSoftmaxOption = Annotated[
     Optional[bool],
     typer.Option(
@@ -229,6 +301,8 @@ NaiveSoftmaxOption = Annotated[
 PresetOption = Annotated[
     Optional[Preset],
     typer.Option(
+        parser=_parse_choice(Preset),
+        metavar=_choice_metavar(Preset),
         show_default=False,
         help="book: the book's settings. tuned: momentum 0.9, weight decay 1e-4, cosine "
         "from lr 0.05, standardised pixels. Explicit options override." + default_note("preset"),
@@ -247,6 +321,8 @@ WeightDecayOption = Annotated[
 ScheduleOption = Annotated[
     Optional[Schedule],
     typer.Option(
+        parser=_parse_choice(Schedule),
+        metavar=_choice_metavar(Schedule),
         show_default=False,
         help="Learning rate: constant, or cosine-annealed to 0 over all steps." + default_note("schedule"),
     ),

@@ -1,15 +1,23 @@
-"""All Rich rendering: progress bars, the training table, and the result tables of every command.
+"""All Rich rendering: progress bars, train's per-epoch rows, and the result tables of every command.
 
 The body reports through callbacks and plain data; only this module knows Rich tables.
+
+Every table fits the console's width without cutting a number: a table is laid out with
+all its columns and full headers first, then with shorter headers, then without its less
+important columns, and the first layout Rich renders without an ellipsis is printed. Names
+wrap between words; numbers never wrap. A path is printed alone on its line and never broken
+(soft_wrap): one longer than the terminal is left for the terminal to wrap, so it can be
+copied whole.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 
 from rich import box
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -21,22 +29,172 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Column as RichColumn
 from rich.table import Table
+from rich.text import Text
+
+from softmax_cli.config import PRESETS, Hparams
+
+# --------------------------------------------------------------------------- tables that fit
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its header, and at which stage of narrowing it is shortened or left out.
+
+    A table is first laid out at stage 0 (every column, full headers); each further stage
+    shortens the headers whose `shorten` it has reached and leaves out the columns whose
+    `drop` it has reached, until the table fits.
+    """
+
+    header: str
+    short: str = ""  # the shorter header (it may hold a line break) from stage `shorten` on
+    shorten: int = 1
+    drop: int = 0  # the stage from which the column is left out; 0: never
+    justify: str = "right"
+    text: bool = False  # a name that may wrap between words; numbers never wrap
+    min_width: Optional[int] = None  # a name column narrower than this drops other columns instead
+
+
+Layout = list[tuple[int, str]]  # (column index, header) of the columns shown
+
+
+def _layouts(columns: list[Column]) -> Iterator[Layout]:
+    """Stage by stage, from the fullest layout to the leanest."""
+    last = max([column.drop for column in columns] + [column.shorten for column in columns if column.short])
+    for stage in range(last + 1):
+        yield [
+            (i, column.short if column.short and column.shorten <= stage else column.header)
+            for i, column in enumerate(columns)
+            if not 0 < column.drop <= stage
+        ]
+
+
+def shows_whole(console: Console, renderable: RenderableType, cells: list[str]) -> bool:
+    """Whether the renderable, at the console's width, shows every word of `cells` (markup allowed) uncut.
+
+    Rich marks a cut cell with an ellipsis, and crops a table wider than the console at its
+    right edge without a mark: checking both catches every number that would not show whole.
+    """
+    lines = console.render_lines(renderable, console.options, pad=False)
+    shown = "\n".join("".join(segment.text for segment in line) for line in lines)
+    expected = Counter(word for cell in cells for word in Text.from_markup(cell).plain.split())
+    return "…" not in shown and not expected - Counter(shown.split())
+
+
+def first_fitting(console: Console, candidates: list[Callable[[], tuple[RenderableType, list[str]]]]):
+    """The first candidate renderable that shows its cells whole at the console's width; else the last.
+
+    Each candidate returns (renderable, the cells it must show whole).
+    """
+    renderable = None
+    for make in candidates:
+        renderable, cells = make()
+        if shows_whole(console, renderable, cells):
+            break
+    return renderable
+
+
+def fit_table(console: Console, columns: list[Column], rows: list[list], title: str = "", **options) -> Table:
+    """A Rich table of `rows` (cells in `columns`' order) in the fullest layout that fits the console."""
+
+    def make(layout: Layout):
+        def build() -> tuple[Table, list[str]]:
+            table = Table(
+                title=title or None,
+                title_justify="left",
+                title_style="bold",
+                header_style="bold",
+                box=box.SIMPLE_HEAD,
+                show_edge=False,
+                pad_edge=False,
+                **options,
+            )
+            for index, header in layout:
+                column = columns[index]
+                table.add_column(header, justify=column.justify, no_wrap=not column.text, min_width=column.min_width)
+            for row in rows:
+                table.add_row(*(row[index] for index, _ in layout))
+            return table, [header for _, header in layout] + [row[index] for row in rows for index, _ in layout]
+
+        return build
+
+    return first_fitting(console, [make(layout) for layout in _layouts(columns)])
+
+
+class RowPrinter:
+    """A table printed one row at a time: train's rows as epochs end, runs' rows each with its path below.
+
+    Rich cannot add rows to a table it has already printed, nor run one line across a table's
+    columns, so these rows are laid out here: fixed widths chosen from sample cells at the
+    start, the header printed just before the first row (so an error before any row leaves
+    no empty table behind).
+    """
+
+    GAP = "  "
+
+    def __init__(self, console: Console, columns: list[Column], samples: list[list[str]]) -> None:
+        self.console = console
+        layout, widths = [], []
+        for layout in _layouts(columns):
+            widths = [max(len(header), *(len(row[i]) for row in samples)) for i, header in layout]
+            if sum(widths) + len(self.GAP) * (len(widths) - 1) <= console.width:
+                break
+        self.columns, self.layout, self.widths = columns, layout, widths
+        self.header_printed = False
+
+    def _line(self, cells: list[Text]) -> Text:
+        parts = []
+        for (index, _), width, cell in zip(self.layout, self.widths, cells, strict=True):
+            padding = Text(" " * max(0, width - cell.cell_len))
+            parts.append(padding + cell if self.columns[index].justify == "right" else cell + padding)
+        line = Text(self.GAP).join(parts)
+        line.rstrip()
+        return line
+
+    def row(self, cells: list[str | Text]) -> None:
+        """Print one row (cells in the columns' order), after the header if it is the first."""
+        if not self.header_printed:
+            self.header_printed = True
+            headers = [Text(header, style="bold") for _, header in self.layout]
+            self.console.print(self._line(headers), soft_wrap=True)
+        shown = [cells[index] for index, _ in self.layout]
+        self.console.print(self._line([c if isinstance(c, Text) else Text(c) for c in shown]), soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _RemainingOrStatus(TimeRemainingColumn):
+    """The time left while a file transfers; how it ended (downloaded, imported, ...) once it has."""
+
+    def render(self, task):
+        status = task.fields.get("status")
+        return Text(status, style="dim") if status else super().render(task)
 
 
 class DownloadProgressBar:
     """A byte progress bar per file (size, speed, ETA), implementing download.DownloadProgress."""
 
+    # The longest file name (26), a 20-cell bar, "26.4/26.4 MB", "547.2 MB/s", "downloaded", gaps.
+    NATURAL_WIDTH = 26 + 20 + 12 + 10 + 10 + 4
+
     def __init__(self, console: Console) -> None:
         self._console = console
+        # The figures never wrap or shrink ("MB" alone on a second line). On a console too narrow
+        # for the bar's natural width, the file name and the bar share what is left (ratios apply
+        # only to an expanded table, which a wide console would stretch needlessly).
+        figures = {"table_column": RichColumn(no_wrap=True)}
+        narrow = console.width < self.NATURAL_WIDTH
         self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.description}", table_column=RichColumn(no_wrap=True, overflow="ellipsis", ratio=2)),
+            BarColumn(bar_width=None if narrow else 20, table_column=RichColumn(ratio=1)),
+            DownloadColumn(**figures),
+            TransferSpeedColumn(**figures),
+            _RemainingOrStatus(**figures),
             console=console,
             transient=False,
+            expand=narrow,
         )
         self._task = None
 
@@ -51,7 +209,7 @@ class DownloadProgressBar:
     def file_started(self, name: str, total_bytes: int | None, source: str) -> None:
         if not self._progress.live.is_started:
             self._progress.start()
-        self._task = self._progress.add_task(name, total=total_bytes)
+        self._task = self._progress.add_task(name, total=total_bytes, status="")
 
     def advance(self, n_bytes: int) -> None:
         if self._task is not None:
@@ -59,7 +217,7 @@ class DownloadProgressBar:
 
     def file_finished(self, name: str, status: str) -> None:
         if self._task is not None:
-            self._progress.update(self._task, description=f"{name} [dim]({status})[/]")
+            self._progress.update(self._task, status=status)
             self._task = None
         elif status == "present":
             self._progress.console.print(f"{name} [dim](already present, md5 ok)[/]")
@@ -72,27 +230,59 @@ def _fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def epoch_table(title: str, with_validation: bool) -> Table:
-    """The per-epoch table: one row per finished epoch, kept on screen."""
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for name in ("epoch", "train loss", "train acc"):
-        table.add_column(name, justify="right")
-    if with_validation:
-        table.add_column("val acc", justify="right")
-    for name in ("test acc", "examples/s", "seconds"):
-        table.add_column(name, justify="right")
-    return table
+def _setting(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def describe_settings(hparams: dict) -> str:
+    """A run's recipe in words: its preset with every setting the preset fixes, then the rest.
+
+    e.g. "preset book: epochs 10, lr 0.1, batch size 256, momentum 0, weight decay 0,
+    schedule constant, standardize no; seed 326, loader memory"
+    """
+    preset = hparams.get("preset", Hparams.preset)
+    fixed = ", ".join(
+        f"{name.replace('_', ' ')} {_setting(hparams.get(name, getattr(Hparams, name)))}"
+        for name in PRESETS.get(preset, PRESETS[Hparams.preset])
+    )
+    rest = [f"seed {hparams.get('seed', Hparams.seed)}", f"loader {hparams.get('loader', Hparams.loader)}"]
+    if hparams.get("val_split"):
+        rest.append(f"val split {_setting(hparams['val_split'])}")
+    if hparams.get("naive_softmax"):
+        rest.append("naive softmax")
+    return f"preset {preset}: {fixed}; {', '.join(rest)}"
+
+
+EPOCH_COLUMNS = [
+    Column("epoch"),
+    Column("train loss"),
+    Column("train acc", drop=3),
+    Column("val acc"),
+    Column("test acc"),
+    Column("examples/s", drop=1),
+    Column("seconds", drop=2),
+]
 
 
 class TrainingDisplay:
-    """A live batch/epoch progress bar under a growing per-epoch table, on stderr.
+    """Progress bars on `console` (stderr; shown on a terminal only, gone at the end) and one row per
+    finished epoch on `rows` (stdout for `train`, so `softmax train > log.txt` keeps one line per epoch).
 
-    Implements core.TrainingCallbacks (duck-typed so this module does not import torch).
+    Implements training.TrainingCallbacks (duck-typed so this module does not import torch).
+    label: a one-line title to print at the start instead of the run's full settings.
     """
 
-    def __init__(self, console: Console, title: str, with_validation: bool) -> None:
-        self.table = epoch_table(title, with_validation)
-        self.with_validation = with_validation
+    def __init__(self, console: Console, rows: Console, label: str = "") -> None:
+        # stdout and stderr on one terminal: a row printed to stdout would land in the middle of the
+        # bars Rich redraws on stderr, so it goes through the bars' console, which prints it above
+        # them (on the same screen). Redirected, the rows go to stdout as asked.
+        if rows.is_terminal and console.is_terminal:
+            rows = console
+        self.console, self.rows, self.label = console, rows, label
+        self.printer: Optional[RowPrinter] = None
+        self.with_validation = False
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -100,24 +290,43 @@ class TrainingDisplay:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
+            transient=True,
         )
-        self.live = Live(Group(self.table, self.progress), console=console, refresh_per_second=8)
         self.epoch_task = self.batch_task = None
 
     def __enter__(self) -> "TrainingDisplay":
-        self.live.start()
+        # Bars are for a person watching: a log file gets the rows and the notes, not bar frames.
+        if self.console.is_terminal:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        # Drop the bars, keep the table.
-        self.live.update(self.table, refresh=True)
-        self.live.stop()
-        if not self.live.console.is_terminal:
-            # Off a terminal Live leaves its last render without a newline; end the table's line.
-            self.live.console.line()
+        if self.progress.live.is_started:
+            self.progress.stop()
 
     def on_train_start(self, plan) -> None:
-        self.epoch_task = self.progress.add_task("epochs", total=plan.hparams.epochs, completed=plan.start_epoch)
+        hparams = plan.hparams
+        self.with_validation = bool(hparams.val_split)
+        if self.label:
+            self.console.print(self.label, soft_wrap=True)
+        else:
+            verb = f"Resuming from epoch {plan.start_epoch}:" if plan.start_epoch else "Training"
+            self.console.print(
+                f"{verb} {hparams.impl} on {plan.device}, {describe_settings(hparams.as_dict())}", soft_wrap=True
+            )
+        validation = getattr(plan, "validation_examples", 0)
+        if validation:
+            self.console.print(
+                f"--val-split {hparams.val_split:g}: training on {plan.train_examples:,} images, "
+                f"validating on {validation:,} held out from the train split",
+                soft_wrap=True,
+            )
+        columns = [c for c in EPOCH_COLUMNS if c.header != "val acc" or self.with_validation]
+        sample = [str(hparams.epochs), "0.0000", "0.0000", "0.0000", "0.0000", "10,000,000", "100.00"]
+        if not self.with_validation:
+            del sample[3]
+        self.printer = RowPrinter(self.rows, columns, [sample])
+        self.epoch_task = self.progress.add_task("epochs", total=hparams.epochs, completed=plan.start_epoch)
         self.batch_task = self.progress.add_task("batches", total=plan.batches_per_epoch)
 
     def on_batch_end(self) -> None:
@@ -128,176 +337,9 @@ class TrainingDisplay:
         if self.with_validation:
             cells.append(f"{metrics.val_acc:.4f}")
         cells += [f"{metrics.test_acc:.4f}", _fmt_rate(metrics.examples_per_s), f"{metrics.seconds:.2f}"]
-        self.table.add_row(*cells)
+        self.printer.row(cells)
         self.progress.advance(self.epoch_task)
         self.progress.reset(self.batch_task)
 
     def on_train_end(self, result, model) -> None:
         pass
-
-
-def render_evaluation(console: Console, path, checkpoint: dict, evaluation, per_class: list[dict]) -> None:
-    """Summary, per-class table and confusion matrix of `softmax eval`."""
-    hparams = checkpoint["hparams"]
-    settings = ", ".join(
-        f"{key} {hparams[key]}"
-        for key in ("lr", "batch_size", "seed", "momentum", "weight_decay", "schedule", "standardize")
-        if key in hparams
-    )
-    console.print(
-        f"[bold]{escape(str(path))}[/]: {checkpoint['impl']}, epoch {checkpoint['epoch']} ({settings})", soft_wrap=True
-    )
-    console.print(
-        f"test accuracy [bold]{evaluation.accuracy:.4f}[/], mean cross-entropy "
-        f"{evaluation.loss:.4f} on {evaluation.n:,} test images"
-    )
-    table = Table(title="Per class", title_justify="left", header_style="bold")
-    table.add_column("class")
-    # Per-class accuracy is one-vs-rest, (TP + TN) / N; recall is the share of the class found.
-    for name in ("acc (1-vs-rest)", "precision", "recall", "support"):
-        table.add_column(name, justify="right")
-    for row in per_class:
-        table.add_row(
-            row["class"],
-            f"{row['accuracy']:.4f}",
-            f"{row['precision']:.4f}",
-            f"{row['recall']:.4f}",
-            str(row["support"]),
-        )
-    console.print(table)
-    names = [row["class"] for row in per_class]
-    # Numbered columns keep the 10 x 10 matrix within 80 columns; the row labels name the numbers.
-    matrix = Table(
-        title="Confusion matrix (rows: true class, columns: predicted class number)",
-        title_justify="left",
-        header_style="bold",
-        box=box.SIMPLE_HEAD,
-    )
-    matrix.add_column("true \\ predicted", no_wrap=True)
-    for k in range(len(names)):
-        matrix.add_column(str(k), justify="right")
-    for k, name in enumerate(names):
-        cells = [f"[bold]{int(v)}[/]" if j == k else str(int(v)) for j, v in enumerate(evaluation.confusion[k])]
-        matrix.add_row(f"{k} {name}", *cells)
-    console.print(matrix)
-
-
-def _fmt_s(value: Optional[float]) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
-
-
-def render_bench(console: Console, payload: dict) -> None:
-    """The rows table, then import and --help timings, on stderr."""
-    s = payload["settings"]
-    env = payload["environment"]
-    capped = f", at most {s['max_batches']} batches/epoch" if s.get("max_batches") else ""
-    title = (
-        f"softmax bench on {s['device']} ({env.get('device_name') or '?'}, {env.get('cpu_count')} CPUs, "
-        f"{s.get('threads') or env.get('torch_threads')} torch threads): batch {s['batch_size']}, lr {s['lr']:g}, "
-        f"{s['warmup_epochs']} warm-up + {s['epochs']} timed epochs{capped}, {s['train_examples']:,} train images"
-    )
-    isolated = payload["memory_mode"] == "isolated"
-    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAVY)
-    table.add_column("pipeline", no_wrap=True)
-    table.add_column(f"s/epoch ({payload['timing_statistic']})", justify="right")
-    table.add_column("min s", justify="right")
-    table.add_column("examples/s", justify="right")
-    table.add_column("× book", justify="right")
-    table.add_column("peak RSS MiB" if isolated else "process peak RSS so far, MiB", justify="right")
-    if isolated:
-        table.add_column("after imports MiB", justify="right")
-        table.add_column("whole process MiB", justify="right")
-        table.add_column("worker peak MiB", justify="right")
-    for row in payload["rows"]:
-        cells = [
-            row["label"],
-            _fmt_s(row["seconds_per_epoch"]),
-            _fmt_s(row["seconds_min"]),
-            f"{row['examples_per_s']:,.0f}" if row["examples_per_s"] else "-",
-            f"{row['speedup']:.1f}×" if row.get("speedup") else "-",
-            f"{row['peak_rss_mib']:.0f}",
-        ]
-        if isolated:
-            cells.append(f"{row['rss_after_imports_mib']:.0f}")
-            cells.append(f"{row['process_maxrss_mib']:.0f}")
-            cells.append(f"{row['workers_peak_rss_mib']:.0f}" if row.get("workers_peak_rss_mib") else "-")
-        table.add_row(*cells)
-    table.caption = (
-        f"Training pass only (no evaluation, checkpoint or logging). × book: speed-up over the fastest "
-        f"book row ({payload['baseline']}). {payload['memory_note']}."
-    )
-    table.caption_justify = "left"
-    # A pipe or file gets Rich's 80 columns, which would wrap every row; a terminal keeps its width.
-    out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 150))
-    out.print(table)
-
-    imports = payload.get("imports")
-    if imports:
-        console.print(
-            f"Import in a fresh process ({imports['statement']}): torch {imports['torch_s']:.2f} s, "
-            f"torchvision {imports['torchvision_s']:.2f} s, tensorboard {imports['tensorboard_s']:.2f} s, "
-            f"total {imports['total_s']:.2f} s; peak RSS {imports['peak_rss_mib']:.0f} MiB after the imports, "
-            f"{imports['process_maxrss_mib']:.0f} MiB whole process",
-            soft_wrap=True,
-        )
-    if payload.get("help"):
-        times = ", ".join(
-            f"{h['command'].removesuffix(' --help').removeprefix('softmax').strip() or '(root)'} {h['median_s']:.2f}"
-            for h in payload["help"]
-        )
-        console.print(f"--help wall time (s, median of fresh processes): {times}", soft_wrap=True)
-    if s.get("quick"):
-        console.print("[yellow]--quick: capped smoke run; these figures are not a benchmark[/]")
-    load = env.get("loadavg")
-    if load:
-        console.print(
-            f"[dim]load average at start {load[0]:.2f}, at end {env.get('loadavg_end', [float('nan')])[0]:.2f} "
-            f"(other processes on this machine skew timings)[/]"
-        )
-
-
-def render_predictions(console: Console, rows: list[dict], only_wrong: bool) -> None:
-    """`softmax predict`'s table: index, true and predicted class, confidence, verdict."""
-    table = Table(
-        title=f"{len(rows)} test images ({'misclassified only' if only_wrong else 'in file order'})",
-        title_justify="left",
-        header_style="bold",
-    )
-    for name, justify in (("#", "right"), ("true", "left"), ("predicted", "left"), ("p", "right"), ("", "left")):
-        table.add_column(name, justify=justify)
-    for row in rows:
-        mark = "[green]ok[/]" if row["correct"] else "[red]wrong[/]"
-        table.add_row(str(row["index"]), row["true"], row["predicted"], f"{row['confidence']:.2f}", mark)
-    console.print(table)
-
-
-def render_comparison(console: Console, compared, seed: int) -> None:
-    """`softmax compare`'s table: both implementations' losses and accuracies per epoch, and their distance."""
-    table = Table(
-        title=f"scratch vs concise, same seed {seed}, same initial weights and batch order",
-        title_justify="left",
-        header_style="bold",
-    )
-    for name in (
-        "epoch",
-        "loss scratch",
-        "loss concise",
-        "test acc scratch",
-        "test acc concise",
-        "max |ΔW|",
-        "max |Δb|",
-    ):
-        table.add_column(name, justify="right")
-    for row in compared:
-        table.add_row(
-            str(row.epoch),
-            f"{row.scratch['train_loss']:.6f}",
-            f"{row.concise['train_loss']:.6f}",
-            f"{row.scratch['test_acc']:.4f}",
-            f"{row.concise['test_acc']:.4f}",
-            f"{row.max_weight_diff:.2e}",
-            f"{row.max_bias_diff:.2e}",
-        )
-    console.print(table)

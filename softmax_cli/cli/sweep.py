@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from softmax_cli.cli.options import (
@@ -22,6 +21,7 @@ from softmax_cli.cli.options import (
     given_options,
     print_json,
     resolve_device_or_usage_error,
+    results_console,
     say,
     write_image,
 )
@@ -158,7 +158,7 @@ def _write_results(result, plot, data_dir, target, device: str, as_json: bool, t
         reproduce = train_command(result.best.hparams, given_dir, None if device == "auto" else device)
     payload = result.as_dict(reproduce)
     # The ranked table is the result: on stdout, unless --json has stdout for the JSON object.
-    render_sweep(console if as_json else Console(highlight=False), payload, top)
+    render_sweep(results_console(as_json), payload, top)
     write_image(lambda path: plot_val_acc_vs_lr(result.configs, result.best, path), result.plot)
     body.write_sweep_json(payload, result.run_dir)
     if result.checkpoint is not None:

@@ -34,6 +34,7 @@ from softmax_cli.cli.options import (
     given_options,
     print_json,
     resolve_device_or_usage_error,
+    results_console,
     say,
 )
 from softmax_cli.config import default_workers
@@ -74,7 +75,7 @@ def train(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Train softmax regression on Fashion-MNIST; one table row per epoch, TensorBoard logs and a checkpoint."""
+    """Train softmax regression on Fashion-MNIST: one row per epoch on stdout, TensorBoard logs and a checkpoint."""
     from softmax_cli import checkpoint as ckpt
     from softmax_cli.config import ConflictingOption, resolve_hparams
 
@@ -92,13 +93,19 @@ def train(
         raise typer.BadParameter("--naive-softmax is for --impl scratch only", param_hint="--naive-softmax")
     if workers is not None and hparams.loader == "memory":
         say("[yellow]note:[/] --workers only applies to --loader dataloader; ignored")
+    if checkpoint is not None and checkpoint.exists() and checkpoint != resume:
+        say(f"[yellow]note:[/] {escape(str(checkpoint))} exists and will be replaced after the first epoch")
     workers = default_workers() if workers is None else workers
     torch_device = resolve_device_or_usage_error(device)
 
     target = resolve_data_dir(data_dir)
+    # The options a printed command must repeat: those given, not the defaults this machine resolves.
+    again = _given_location_options(data_dir, runs_dir, device)
     try:
         ensure_data(target)
-        result = _run_training(hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume)
+        result = _run_training(
+            hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume, again, as_json
+        )
     except KeyboardInterrupt:
         raise fail("interrupted before the first epoch finished; nothing was written", code=130) from None
     if as_json:
@@ -107,19 +114,30 @@ def train(
         raise typer.Exit(130)
 
 
-def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path):
-    """Create the run folder, train with the live display and TensorBoard, and report how it ended."""
+def _given_location_options(data_dir: Optional[Path], runs_dir: Path, device: str) -> list[str]:
+    """--data-dir, --runs-dir and --device as the user gave them, for the commands train prints."""
+    options = []
+    if data_dir is not None:
+        options += ["--data-dir", str(data_dir)]
+    if runs_dir != Path("runs"):
+        options += ["--runs-dir", str(runs_dir)]
+    if device != "auto":
+        options += ["--device", device]
+    return options
+
+
+def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path, again, as_json):
+    """Create the run folder, train with the progress display and TensorBoard, and report how it ended."""
     from softmax_cli import training
     from softmax_cli.cli.render import TrainingDisplay
     from softmax_cli.config import RunPaths
     from softmax_cli.runs import CHECKPOINT_NAME, RunSummaryWriter, make_run_dir
     from softmax_cli.tboard import TensorBoardLogger
 
-    log_dir = make_run_dir(runs_dir, hparams.impl, hparams.run_tag)
+    tag = hparams.resumed_run_tag(resumed["epoch"]) if resumed else hparams.run_tag
+    log_dir = make_run_dir(runs_dir, hparams.impl, tag)
     paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
-    verb = f"Resuming from epoch {resumed['epoch']}" if resumed else "Training"
-    title = f"{verb}: {hparams.impl} on {device}, lr {hparams.lr:g}, batch {hparams.batch_size}, seed {hparams.seed}"
-    display = TrainingDisplay(console, title, with_validation=bool(hparams.val_split))
+    display = TrainingDisplay(console, results_console(as_json))
     callbacks = training.CallbackList([display, TensorBoardLogger(log_dir), RunSummaryWriter(log_dir, resume_path)])
     try:
         with display:
@@ -130,26 +148,35 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
             log_dir.rmdir()
         raise
     if result.interrupted:
-        _report_interruption(result, data_dir, runs_dir, device)
+        _report_interruption(result, again)
     elif result.history:
         last = result.history[-1]
+        evaluate = shlex.join(["softmax", "eval", str(result.checkpoint), *_without(again, "--runs-dir")])
         tensorboard = shlex.join(["tensorboard", "--logdir", str(log_dir)])
         say(
             f"[green]Done[/]: test acc {last['test_acc']:.4f}, train loss {last['train_loss']:.4f}. "
-            f"Checkpoint: {escape(str(result.checkpoint))}\nTensorBoard: {escape(tensorboard)}"
+            f"Checkpoint: {escape(str(result.checkpoint))}\n"
+            f"Evaluate it: {escape(evaluate)}\nTensorBoard: {escape(tensorboard)}"
         )
     return result
 
 
-def _report_interruption(result, data_dir, runs_dir, device) -> None:
+def _without(options: list[str], flag: str) -> list[str]:
+    """options less `flag` and its value."""
+    if flag not in options:
+        return options
+    at = options.index(flag)
+    return options[:at] + options[at + 2 :]
+
+
+def _report_interruption(result, again: list[str]) -> None:
     """Say what was kept, and the command that continues the run."""
     if not result.checkpoint:
         say("[yellow]Interrupted[/]: no epoch completed, so no checkpoint was written")
         return
     say(f"[yellow]Interrupted[/]: the checkpoint of the last completed epoch is {escape(str(result.checkpoint))}")
     continue_command = shlex.join([
-        "softmax", "train", "--resume", str(result.checkpoint), "--epochs", str(result.hparams.epochs),
-        "--data-dir", str(data_dir), "--runs-dir", str(runs_dir), "--device", device.type,
+        "softmax", "train", "--resume", str(result.checkpoint), "--epochs", str(result.hparams.epochs), *again,
     ])  # fmt: skip
     say(f"Continue with: {escape(continue_command)}")
 

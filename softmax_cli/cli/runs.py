@@ -1,0 +1,119 @@
+"""`softmax runs`, and how eval and predict find their checkpoint: a file, a run folder, or the newest run.
+
+Reads only the runs' small summary.json files and folder names (softmax_cli.runs), never
+torch, so listing runs is instant.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from softmax_cli.cli.options import JsonOption, RunsDirOption, print_json, results_console, say
+from softmax_cli.errors import SoftmaxError
+
+# How each command that reads a checkpoint says what it does with the one it found.
+VERBS = {"eval": "evaluating", "predict": "predicting with"}
+
+
+def runs(
+    runs_dir: RunsDirOption = Path("runs"),
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", "-n", min=1, help="Show only the newest N runs.", show_default=False)
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the runs under --runs-dir, newest first: settings, epochs, final accuracy, how each ended, its path."""
+    from softmax_cli.cli.tables import render_runs
+    from softmax_cli.runs import list_runs
+
+    records = list_runs(runs_dir)[:limit]
+    if as_json:
+        print_json({"runs_dir": str(runs_dir), "runs": [record.as_dict() for record in records]})
+    if not records:
+        where = "no folder " if not runs_dir.is_dir() else ""
+        say(f"No runs: {where}{escape(str(runs_dir))} (train one with `softmax train`, or pass --runs-dir)")
+        return
+    render_runs(results_console(as_json), records)
+
+
+def describe_run(record) -> str:
+    """A run in a few words, for notes and hints: impl, epochs, how it ended, final test accuracy."""
+    parts = [record.impl]
+    if record.epochs_done is not None:
+        parts.append(f"{record.epochs_done}/{record.epochs_planned} epochs")
+    if record.status != "unknown":
+        parts.append(record.status)
+    if record.final and record.final.get("test_acc") is not None:
+        parts.append(f"test acc {record.final['test_acc']:.4f}")
+    return ", ".join(parts)
+
+
+def find_checkpoint(given: Optional[Path], runs_dir: Path, command: str) -> Path:
+    """The checkpoint `softmax COMMAND [CHECKPOINT]` works on, saying so where the user did not name the file.
+
+    None: the newest run's under runs_dir. A run folder: its checkpoint. A folder of runs:
+    its newest run's. A path that does not exist: an error naming the newest checkpoints
+    under runs_dir and the command that takes one.
+    """
+    from softmax_cli import runs as run_files
+
+    verb = VERBS.get(command, "using")
+    if given is None:
+        newest = run_files.newest_checkpoints(runs_dir, 1)
+        if not newest:
+            raise SoftmaxError(
+                f"no CHECKPOINT given, and no run under {runs_dir} has one; train one with `softmax train`, "
+                f"or name a checkpoint or run folder: `softmax {command} PATH`"
+            )
+        found = escape(f"{_quoted(newest[0].checkpoint)} ({describe_run(newest[0])})")
+        say(f"No CHECKPOINT given: {verb} the newest run's, {found}")
+        return newest[0].checkpoint
+    if given.is_dir():
+        return _folder_checkpoint(given, runs_dir, command, verb)
+    if not given.exists():
+        raise SoftmaxError(f"{given}: no such file; {_newest_hint(runs_dir, command)}")
+    return given
+
+
+def _folder_checkpoint(folder: Path, runs_dir: Path, command: str, verb: str) -> Path:
+    from softmax_cli import runs as run_files
+
+    own = run_files.run_folder_checkpoint(folder)
+    if own is not None:
+        return own
+    files = run_files.checkpoint_files(folder)
+    if len(files) == 1:
+        return files[0]
+    if files:  # a `softmax compare` folder: scratch.pt and concise.pt
+        choices = " or ".join(f"`softmax {command} {_quoted(path)}`" for path in files)
+        raise SoftmaxError(f"{folder} holds {len(files)} checkpoints; name one: {choices}")
+    newest = run_files.newest_checkpoints(folder, 1)
+    if newest:
+        say(escape(f"{folder} holds runs: {verb} the newest, {_quoted(newest[0].checkpoint)}"))
+        return newest[0].checkpoint
+    raise SoftmaxError(
+        f"{folder} is a directory with no checkpoint and no run in it; {_newest_hint(runs_dir, command)}"
+    )
+
+
+def _newest_hint(runs_dir: Path, command: str, shown: int = 3) -> str:
+    """Where the user's checkpoints are: the newest few under runs_dir and the command for the newest."""
+    from softmax_cli import runs as run_files
+
+    newest = run_files.newest_checkpoints(runs_dir, shown)
+    if not newest:
+        return f"no run under {runs_dir} has a checkpoint either (train one with `softmax train`, or pass --runs-dir)"
+    found = ", ".join(_quoted(record.checkpoint) for record in newest)
+    return (
+        f"the newest checkpoints under {runs_dir}: {found}; take the newest ({describe_run(newest[0])}) with "
+        f"`softmax {command} {_quoted(newest[0].checkpoint)}`, or see them all with `softmax runs`"
+    )
+
+
+def _quoted(path: Path) -> str:
+    return shlex.quote(str(path))
