@@ -1,4 +1,9 @@
-"""TensorBoard logging as a training callback: scalars per epoch, hparams at the end."""
+"""TensorBoard logging as a training callback: scalars per epoch, hparams at the end.
+
+The event file is opened by the first finished epoch, so a run that finishes none leaves
+none. A failed write (a full disk) raises out of these hooks; the CLI wraps this logger in
+training.BestEffort, which reports it once and lets training go on without it.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +29,26 @@ class TensorBoardLogger(TrainingCallbacks):
         self.writer = None
 
     def on_train_start(self, plan) -> None:
-        # Opened only once the data are ready, so a run that fails before training leaves no event file.
-        from torch.utils.tensorboard import SummaryWriter
+        pass  # the event file is opened by the first finished epoch, see _open
 
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+    def _open(self):
+        # Lazily, so a run that completes no epoch (interrupted, diverged) leaves no event file.
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        return self.writer
+
+    def close(self) -> None:
+        """Close the event file (also after a failed write, when training.BestEffort drops this logger)."""
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            writer.close()
 
     def on_epoch_end(self, metrics: EpochMetrics, model: SoftmaxRegression) -> None:
         from softmax_cli.viz import weight_templates
+
+        self._open()
 
         for field, tag in SCALAR_TAGS.items():
             value = getattr(metrics, field)
@@ -43,18 +61,24 @@ class TensorBoardLogger(TrainingCallbacks):
     def on_train_end(self, result: TrainingResult, model: SoftmaxRegression) -> None:
         from softmax_cli.viz import confusion_image
 
-        if result.history:
-            last = result.history[-1]
-            final = {
-                f"hparam/{key}": last[key] for key in ("train_loss", "train_acc", "test_acc", "val_acc") if key in last
-            }
-            # run_name="." keeps the hparams record in this run's folder instead of a new sub-folder.
-            self.writer.add_hparams(result.hparams.as_dict(), final, run_name=".")
-        if result.final_evaluation is not None:
-            self.writer.add_image(
-                "confusion_matrix",
-                confusion_image(result.final_evaluation.confusion, result.class_names),
-                len(result.history),
-                dataformats="HWC",
-            )
-        self.writer.close()
+        if self.writer is None:
+            return  # no epoch finished in this run: nothing to log, and no event file
+        try:
+            if result.history:
+                last = result.history[-1]
+                final = {
+                    f"hparam/{key}": last[key]
+                    for key in ("train_loss", "train_acc", "test_acc", "val_acc")
+                    if key in last
+                }
+                # run_name="." keeps the hparams record in this run's folder instead of a new sub-folder.
+                self.writer.add_hparams(result.hparams.as_dict(), final, run_name=".")
+            if result.final_evaluation is not None:
+                self.writer.add_image(
+                    "confusion_matrix",
+                    confusion_image(result.final_evaluation.confusion, result.class_names),
+                    len(result.history),
+                    dataformats="HWC",
+                )
+        finally:
+            self.close()  # also when a stop or a failed write cut the above short

@@ -7,11 +7,15 @@ imported at module level, so `--help` answers instantly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import re
 import shlex
+import signal
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,8 +25,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from softmax_cli.config import IMPLS, LOADERS, PRESETS, RANGES, SCHEDULES, Hparams
-from softmax_cli.errors import DataError, SoftmaxError
+from softmax_cli.errors import DataError, SoftmaxError, UsageError
 from softmax_cli.paths import DATA_DIR_ENV
+from softmax_cli.runs import json_safe
 
 # Human output goes to stderr so that --json leaves stdout to the JSON object alone.
 # No automatic highlighting: numbers and paths in messages keep the colour they are given.
@@ -41,22 +46,131 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+# What a command exits with after Ctrl-C; reports_errors makes it 128 + the number of the
+# signal that stopped it (143 for SIGTERM, 129 for SIGHUP), as a shell reports a signal.
+INTERRUPTED = 130
+# Stop requests a command turns into KeyboardInterrupt, so that every clean-up runs as for Ctrl-C.
+_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+class _StopRequests:
+    """The first stop signal a command received, and whether stops are deferred (see defer_stops)."""
+
+    signum: int | None = None
+    deferred: bool = False
+
+
+_stops = _StopRequests()
+
+
+def _request_stop(signum, frame) -> None:
+    # Only the first request raises: once a stop is under way, a second Ctrl-C must not cut its
+    # clean-up short (closing the event file, the run summary, the report), which would leave an
+    # untrue report. The clean stop takes well under a second; SIGKILL still ends it at once,
+    # and every file it writes stays whole (atomic.py).
+    first = _stops.signum is None
+    if first:
+        _stops.signum = signum
+    if first and not _stops.deferred:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """While a command runs, SIGTERM and SIGHUP stop it exactly as Ctrl-C does (KeyboardInterrupt).
+
+    A signal the parent set to be ignored (nohup, a background job) stays ignored. Signal
+    handlers can only be set from the main thread; elsewhere nothing changes.
+    """
+    _stops.signum, _stops.deferred = None, False
+    installed = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in _STOP_SIGNALS:
+            number = getattr(signal, name, None)  # Windows has no SIGHUP
+            if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+                installed[number] = signal.signal(number, _request_stop)
+    try:
+        yield
+    finally:
+        for number, previous in installed.items():
+            signal.signal(number, previous)
+
+
+def defer_stops() -> None:
+    """From now on a stop request is only recorded: the command is closing and reports the truth anyway."""
+    _stops.deferred = True
+
+
+def stop_exit_code() -> int:
+    """128 + the number of the signal that stopped the command (130 when none was seen, e.g. a test)."""
+    return 128 + _stops.signum if _stops.signum is not None else INTERRUPTED
+
+
 def reports_errors(command):
-    """The one user-error path: a SoftmaxError from the body becomes one `error:` line and exit 1."""
+    """The one user-error path, around every command.
+
+    A SoftmaxError from the body becomes one `error:` line and exit 1 (a UsageError: a usage
+    error, exit 2); a stop (Ctrl-C, SIGTERM, SIGHUP) exits 128 + its signal's number; a stdout
+    that cannot be written (a closed pipe, a full disk) is one line on stderr and exit 1.
+    """
 
     @functools.wraps(command)
     def run(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except SoftmaxError as exc:
-            raise fail(str(exc)) from None
+        with stop_signals():
+            try:
+                outcome = command(*args, **kwargs)
+                sys.stdout.flush()  # a failing stdout fails here, where it is reported, not at exit
+                return outcome
+            except UsageError as exc:
+                raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+            except SoftmaxError as exc:
+                raise fail(str(exc)) from None
+            except KeyboardInterrupt:
+                raise fail("interrupted", code=stop_exit_code()) from None
+            except typer.Exit as exc:
+                if exc.exit_code == INTERRUPTED:
+                    raise typer.Exit(stop_exit_code()) from None
+                raise
+            except OSError as exc:
+                if not _stdout_broken(exc):
+                    raise
+                raise _stdout_failed(exc) from None
 
     return run
 
 
+def _stdout_broken(exc: OSError) -> bool:
+    """Whether exc came from writing stdout: a closed pipe, or a stdout that still cannot be flushed."""
+    if isinstance(exc, BrokenPipeError):
+        return True
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        return True
+    return False
+
+
+def _stdout_failed(exc: OSError) -> typer.Exit:
+    """Report an unwritable stdout in one line on stderr; exit 1.
+
+    Python's documented recipe for a closed pipe (the signal module's note on SIGPIPE):
+    point stdout at devnull, so the interpreter's final flush of what is still buffered
+    cannot fail again at exit with a second, unreported error.
+    """
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    reason = "the pipe was closed by its reader" if isinstance(exc, BrokenPipeError) else exc.strerror or str(exc)
+    try:
+        return fail(f"cannot write the output to stdout: {reason}")
+    except OSError:  # stderr is gone too: the exit status is all that is left
+        return typer.Exit(1)
+
+
 def print_json(payload: dict) -> None:
-    """Machine output: one JSON object, alone on stdout."""
-    sys.stdout.write(json.dumps(payload) + "\n")
+    """Machine output: one JSON object, alone on stdout. NaN and infinities become null (JSON has neither)."""
+    sys.stdout.write(json.dumps(json_safe(payload), allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
@@ -178,6 +292,7 @@ EpochsOption = Annotated[
     Optional[int],
     typer.Option(
         min=RANGES["epochs"].low,
+        max=RANGES["epochs"].high,
         show_default=False,
         help="Epochs in total (a resumed run counts the checkpoint's)." + default_note("epochs"),
     ),
@@ -190,7 +305,12 @@ LrOption = Annotated[
 ]
 BatchSizeOption = Annotated[
     Optional[int],
-    typer.Option(min=RANGES["batch_size"].low, help="Minibatch size." + default_note("batch_size"), show_default=False),
+    typer.Option(
+        min=RANGES["batch_size"].low,
+        max=RANGES["batch_size"].high,
+        help="Minibatch size." + default_note("batch_size"),
+        show_default=False,
+    ),
 ]
 WorkersOption = Annotated[
     Optional[int],

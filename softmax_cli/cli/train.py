@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,6 +30,7 @@ from softmax_cli.cli.options import (
     WeightDecayOption,
     WorkersOption,
     console,
+    defer_stops,
     ensure_data,
     fail,
     given_options,
@@ -38,6 +40,13 @@ from softmax_cli.cli.options import (
 )
 from softmax_cli.config import default_workers
 from softmax_cli.paths import resolve_data_dir
+
+
+def _checkpoint_path(value: str) -> Path:
+    """--checkpoint's parser: an empty value would become ".", the current folder."""
+    if not value.strip():
+        raise typer.BadParameter("must be a file path, not empty")
+    return Path(value)
 
 
 def train(
@@ -54,10 +63,19 @@ def train(
     checkpoint: Annotated[
         Optional[Path],
         typer.Option(
-            help="Checkpoint path, rewritten after every epoch. [default: <run folder>/checkpoint.pt]",
+            parser=_checkpoint_path,
+            metavar="PATH",
+            help="Checkpoint path, rewritten after every epoch; an existing file there must be a softmax-cli "
+            "checkpoint. [default: <run folder>/checkpoint.pt]",
             show_default=False,
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Let --checkpoint replace an existing file that is not a softmax-cli checkpoint."
+        ),
+    ] = False,
     naive_softmax: NaiveSoftmaxOption = None,
     preset: PresetOption = None,
     momentum: MomentumOption = None,
@@ -77,6 +95,7 @@ def train(
     """Train softmax regression on Fashion-MNIST; one table row per epoch, TensorBoard logs and a checkpoint."""
     from softmax_cli import checkpoint as ckpt
     from softmax_cli.config import ConflictingOption, resolve_hparams
+    from softmax_cli.training import check_validation_split
 
     given = given_options(
         impl=impl, epochs=epochs, lr=lr, batch_size=batch_size, loader=loader, seed=seed,
@@ -97,58 +116,114 @@ def train(
 
     target = resolve_data_dir(data_dir)
     try:
-        ensure_data(target)
-        result = _run_training(hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume)
+        with ExitStack() as claimed:
+            if checkpoint is not None:
+                # Claimed before anything else happens: a refusal comes at once, and the path stays ours.
+                claimed.enter_context(ckpt.claim_checkpoint_path(checkpoint, overwrite=overwrite))
+            ensure_data(target)
+            check_validation_split(hparams, target)
+            result = _run_training(hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume)
     except KeyboardInterrupt:
-        raise fail("interrupted before the first epoch finished; nothing was written", code=130) from None
+        kept = f"; {resume} still holds epoch {resumed['epoch']}" if resumed else ""
+        raise fail(f"interrupted before the first epoch finished; no checkpoint was written{kept}", code=130) from None
     if as_json:
         print_json(_train_json(result))
     if result.interrupted:
         raise typer.Exit(130)
 
 
+class _DeferStopsWhileClosing:
+    """A training callback: once training ends, a stop request no longer interrupts.
+
+    What is left (closing the logs, the report) is short, and cutting it short would leave
+    an event file unclosed or a report that says less than was saved. Duck-typed like
+    every callback, so this module does not import torch.
+    """
+
+    def on_train_start(self, plan) -> None: ...
+    def on_batch_end(self) -> None: ...
+    def on_epoch_end(self, metrics, model) -> None: ...
+
+    def on_train_end(self, result, model) -> None:
+        defer_stops()
+
+
 def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path):
     """Create the run folder, train with the live display and TensorBoard, and report how it ended."""
+    from softmax_cli import checkpoint as ckpt
     from softmax_cli import training
     from softmax_cli.cli.render import TrainingDisplay
     from softmax_cli.config import RunPaths
     from softmax_cli.runs import CHECKPOINT_NAME, RunSummaryWriter, make_run_dir
     from softmax_cli.tboard import TensorBoardLogger
 
+    new_folders = [folder for folder in (runs_dir, runs_dir / hparams.impl) if not folder.exists()]
     log_dir = make_run_dir(runs_dir, hparams.impl, hparams.run_tag)
     paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
     verb = f"Resuming from epoch {resumed['epoch']}" if resumed else "Training"
     title = f"{verb}: {hparams.impl} on {device}, lr {hparams.lr:g}, batch {hparams.batch_size}, seed {hparams.seed}"
     display = TrainingDisplay(console, title, with_validation=bool(hparams.val_split))
-    callbacks = training.CallbackList([display, TensorBoardLogger(log_dir), RunSummaryWriter(log_dir, resume_path)])
+
+    def warn(message: str) -> None:
+        say(f"[yellow]warning:[/] {escape(message)}")
+
+    # The logs are by-products: a full disk under them must not cost the training or its checkpoint.
+    tensorboard = training.BestEffort(TensorBoardLogger(log_dir), "TensorBoard logging", warn)
+    summary = training.BestEffort(RunSummaryWriter(log_dir, resume_path), "the run summary (summary.json)", warn)
+    callbacks = training.CallbackList([_DeferStopsWhileClosing(), display, tensorboard, summary])
     try:
-        with display:
-            result = training.fit(hparams, paths, device, callbacks, workers=workers, resume_from=resumed)
-    except BaseException:
-        # Failed or interrupted before training began: leave no empty run folder behind.
-        if log_dir.is_dir() and not any(log_dir.iterdir()):
-            log_dir.rmdir()
-        raise
+        with ExitStack() as claimed:
+            if checkpoint is None:
+                claimed.enter_context(ckpt.claim_checkpoint_path(paths.checkpoint))
+            with display:
+                result = training.fit(hparams, paths, device, callbacks, workers=workers, resume_from=resumed)
+    finally:
+        # A run that completed no epoch (failed, interrupted, diverged) leaves no folder behind.
+        _remove_empty([*new_folders, log_dir])
+    if not log_dir.is_dir():
+        result.log_dir = None
     if result.interrupted:
-        _report_interruption(result, data_dir, runs_dir, device)
+        _report_interruption(result, data_dir, runs_dir, device, resume_path)
     elif result.history:
         last = result.history[-1]
-        tensorboard = shlex.join(["tensorboard", "--logdir", str(log_dir)])
+        command = escape(shlex.join(["tensorboard", "--logdir", str(log_dir)]))
+        logs = f"TensorBoard: {command}"
+        if tensorboard.failure:
+            logs = f"TensorBoard (incomplete, logging stopped: {escape(tensorboard.failure)}): {command}"
         say(
             f"[green]Done[/]: test acc {last['test_acc']:.4f}, train loss {last['train_loss']:.4f}. "
-            f"Checkpoint: {escape(str(result.checkpoint))}\nTensorBoard: {escape(tensorboard)}"
+            f"Checkpoint: {escape(str(result.checkpoint))}\n{logs}"
         )
     return result
 
 
-def _report_interruption(result, data_dir, runs_dir, device) -> None:
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove those of these folders (made by this run) that are empty, deepest first."""
+    for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty, or already gone: it stays as it is
+
+
+def _report_interruption(result, data_dir, runs_dir, device, resume_path) -> None:
     """Say what was kept, and the command that continues the run."""
-    if not result.checkpoint:
+    continue_from = result.checkpoint or resume_path
+    if result.checkpoint:
+        say(
+            f"[yellow]Interrupted[/]: the checkpoint of epoch {result.epochs_done}, the last completed, "
+            f"is {escape(str(result.checkpoint))}"
+        )
+    elif resume_path:
+        say(
+            f"[yellow]Interrupted[/]: no new epoch completed; {escape(str(resume_path))} still holds "
+            f"epoch {result.epochs_done}"
+        )
+    else:
         say("[yellow]Interrupted[/]: no epoch completed, so no checkpoint was written")
         return
-    say(f"[yellow]Interrupted[/]: the checkpoint of the last completed epoch is {escape(str(result.checkpoint))}")
     continue_command = shlex.join([
-        "softmax", "train", "--resume", str(result.checkpoint), "--epochs", str(result.hparams.epochs),
+        "softmax", "train", "--resume", str(continue_from), "--epochs", str(result.hparams.epochs),
         "--data-dir", str(data_dir), "--runs-dir", str(runs_dir), "--device", device.type,
     ])  # fmt: skip
     say(f"Continue with: {escape(continue_command)}")
@@ -158,10 +233,10 @@ def _train_json(result) -> dict:
     return {
         "impl": result.hparams.impl,
         "device": str(result.device),
-        "epochs": len(result.history),
+        "epochs": result.epochs_done,
         "history": result.history,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-        "log_dir": str(result.log_dir),
+        "log_dir": str(result.log_dir) if result.log_dir else None,
         "hparams": result.hparams.as_dict(),
         "interrupted": result.interrupted,
     }
