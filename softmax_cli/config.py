@@ -40,10 +40,13 @@ class Range:
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
     def __str__(self) -> str:
+        def number(value: float) -> str:
+            return str(value) if isinstance(value, int) else f"{value:g}"  # integers exactly, e.g. 2**63 - 1
+
         if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
+            return f"{'>' if self.low_open else '>='} {number(self.low)}"
         left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"in {left}{self.low:g}, {self.high:g}{right}"
+        return f"in {left}{number(self.low)}, {number(self.high)}{right}"
 
 
 # The one table of ranges: option validation, help text and checkpoint validation all read it.

@@ -27,16 +27,22 @@ class TensorBoardLogger(TrainingCallbacks):
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.writer = None
+        self._writer_class = None
 
     def on_train_start(self, plan) -> None:
-        pass  # the event file is opened by the first finished epoch, see _open
+        # Imported now (it takes a second), so the first epoch's end stays short; the event
+        # file itself waits for that epoch (see _open).
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer_class = SummaryWriter
+        _quiet_writer_thread_failures()
 
     def _open(self):
         # Lazily, so a run that completes no epoch (interrupted, diverged) leaves no event file.
         if self.writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(self.log_dir))
+            if self._writer_class is None:
+                self.on_train_start(None)
+            self.writer = self._writer_class(log_dir=str(self.log_dir))
         return self.writer
 
     def close(self) -> None:
@@ -82,3 +88,26 @@ class TensorBoardLogger(TrainingCallbacks):
                 )
         finally:
             self.close()  # also when a stop or a failed write cut the above short
+
+
+def _quiet_writer_thread_failures() -> None:
+    """Keep a failed write in TensorBoard's writer thread from printing a thread traceback.
+
+    The writer thread stores its exception and re-raises it in the thread that writes or
+    flushes next, where it reaches this logger's caller (and training.BestEffort reports it
+    in one line); the thread then also dies with it, and Python's default threading.excepthook
+    would print a traceback for that. The hook installed here skips exactly that thread
+    class and hands every other thread's exception to the hook that was there.
+    """
+    import threading
+
+    previous = threading.excepthook
+    if getattr(previous, "_softmax_cli_quiet", False):
+        return
+
+    def hook(args) -> None:
+        if type(args.thread).__name__ != "_AsyncWriterThread":
+            previous(args)
+
+    hook._softmax_cli_quiet = True
+    threading.excepthook = hook

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from softmax_cli import checkpoint as ckpt
+from softmax_cli import stops
 from softmax_cli.config import Hparams, RunPaths
 from softmax_cli.data import class_names, prepare_data, read_split, validation_indices
 from softmax_cli.errors import CheckpointError, DataError, SoftmaxError, TrainingDiverged, UsageError
@@ -106,15 +107,18 @@ def fit(
                 val_acc=val_acc,
             )
             entry = metrics.as_dict()
-            save_training_checkpoint(
-                model, hparams, epoch, [*history, entry], shuffle_generator, names, paths.checkpoint
-            )
-            # Recorded only once the file holds it: a stop during the save (the previous checkpoint
-            # stays, atomic.py) must never be reported as an epoch that is not on disk.
-            history.append(entry)
-            result.checkpoint, result.epochs_done = paths.checkpoint, epoch
-            result.final_evaluation = evaluation
-            callbacks.on_epoch_end(metrics, model)
+            # An epoch ends as a whole (a stop signal waits for it, see softmax_cli.stops): saved,
+            # recorded, shown and logged, so the report and the logs match the file on disk.
+            with stops.uninterrupted():
+                save_training_checkpoint(
+                    model, hparams, epoch, [*history, entry], shuffle_generator, names, paths.checkpoint
+                )
+                # Recorded only once the file holds it: should Ctrl-C still land in the save (the
+                # previous checkpoint stays, atomic.py), the unsaved epoch is never reported.
+                history.append(entry)
+                result.checkpoint, result.epochs_done = paths.checkpoint, epoch
+                result.final_evaluation = evaluation
+                callbacks.on_epoch_end(metrics, model)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
@@ -277,15 +281,18 @@ class CallbackList(TrainingCallbacks):
             callback.on_batch_end()
 
     def on_epoch_end(self, metrics, model):
-        for callback in self.callbacks:
-            callback.on_epoch_end(metrics, model)
+        self._call_each("on_epoch_end", metrics, model)
 
     def on_train_end(self, result, model):
-        # Every callback closes, even after one was stopped by Ctrl-C: the stop is re-raised after.
+        self._call_each("on_train_end", result, model)
+
+    def _call_each(self, hook: str, *args) -> None:
+        """Every callback hears of a saved epoch and of the end, even after Ctrl-C stopped one of
+        them (the display, say): the logs stay complete and close. The stop is re-raised after."""
         stop = None
         for callback in self.callbacks:
             try:
-                callback.on_train_end(result, model)
+                getattr(callback, hook)(*args)
             except KeyboardInterrupt as exc:
                 stop = exc
         if stop is not None:

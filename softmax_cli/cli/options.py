@@ -8,6 +8,7 @@ imported at module level, so `--help` answers instantly.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -24,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from softmax_cli import stops
 from softmax_cli.config import IMPLS, LOADERS, PRESETS, RANGES, SCHEDULES, Hparams
 from softmax_cli.errors import DataError, SoftmaxError, UsageError
 from softmax_cli.paths import DATA_DIR_ENV
@@ -49,46 +51,24 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 # What a command exits with after Ctrl-C; reports_errors makes it 128 + the number of the
 # signal that stopped it (143 for SIGTERM, 129 for SIGHUP), as a shell reports a signal.
 INTERRUPTED = 130
-# Stop requests a command turns into KeyboardInterrupt, so that every clean-up runs as for Ctrl-C.
+# The signals that stop a command as Ctrl-C does (softmax_cli.stops says how).
 _STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
-
-class _StopRequests:
-    """The first stop signal a command received, and whether stops are deferred (see defer_stops)."""
-
-    signum: int | None = None
-    deferred: bool = False
-
-
-_stops = _StopRequests()
-
-
-def _request_stop(signum, frame) -> None:
-    # Only the first request raises: once a stop is under way, a second Ctrl-C must not cut its
-    # clean-up short (closing the event file, the run summary, the report), which would leave an
-    # untrue report. The clean stop takes well under a second; SIGKILL still ends it at once,
-    # and every file it writes stays whole (atomic.py).
-    first = _stops.signum is None
-    if first:
-        _stops.signum = signum
-    if first and not _stops.deferred:
-        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def stop_signals():
-    """While a command runs, SIGTERM and SIGHUP stop it exactly as Ctrl-C does (KeyboardInterrupt).
+    """While a command runs, SIGTERM and SIGHUP stop it exactly as Ctrl-C does (stops.request_stop).
 
     A signal the parent set to be ignored (nohup, a background job) stays ignored. Signal
     handlers can only be set from the main thread; elsewhere nothing changes.
     """
-    _stops.signum, _stops.deferred = None, False
+    stops.reset()
     installed = {}
     if threading.current_thread() is threading.main_thread():
         for name in _STOP_SIGNALS:
             number = getattr(signal, name, None)  # Windows has no SIGHUP
             if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
-                installed[number] = signal.signal(number, _request_stop)
+                installed[number] = signal.signal(number, stops.request_stop)
     try:
         yield
     finally:
@@ -96,14 +76,10 @@ def stop_signals():
             signal.signal(number, previous)
 
 
-def defer_stops() -> None:
-    """From now on a stop request is only recorded: the command is closing and reports the truth anyway."""
-    _stops.deferred = True
-
-
 def stop_exit_code() -> int:
     """128 + the number of the signal that stopped the command (130 when none was seen, e.g. a test)."""
-    return 128 + _stops.signum if _stops.signum is not None else INTERRUPTED
+    signum = stops.received()
+    return 128 + signum if signum is not None else INTERRUPTED
 
 
 def reports_errors(command):
@@ -139,15 +115,20 @@ def reports_errors(command):
     return run
 
 
+# What a write to a full, broken or vanished output stream raises; the body turns the OSErrors
+# of the files it writes into SoftmaxErrors, so one of these without a file name is the output's.
+_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
 def _stdout_broken(exc: OSError) -> bool:
-    """Whether exc came from writing stdout: a closed pipe, or a stdout that still cannot be flushed."""
+    """Whether exc came from writing stdout (a Rich table or JSON): a closed pipe, a full disk, ..."""
     if isinstance(exc, BrokenPipeError):
         return True
     try:
         sys.stdout.flush()
     except (OSError, ValueError):
         return True
-    return False
+    return exc.filename is None and exc.errno in _OUTPUT_ERRNOS
 
 
 def _stdout_failed(exc: OSError) -> typer.Exit:
@@ -170,8 +151,12 @@ def _stdout_failed(exc: OSError) -> typer.Exit:
 
 def print_json(payload: dict) -> None:
     """Machine output: one JSON object, alone on stdout. NaN and infinities become null (JSON has neither)."""
-    sys.stdout.write(json.dumps(json_safe(payload), allow_nan=False) + "\n")
-    sys.stdout.flush()
+    text = json.dumps(json_safe(payload), allow_nan=False) + "\n"
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        raise _stdout_failed(exc) from None
 
 
 def checked(name: str):

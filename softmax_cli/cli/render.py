@@ -158,7 +158,7 @@ def render_evaluation(console: Console, path, checkpoint: dict, evaluation, per_
         table.add_column(name, justify="right")
     for row in per_class:
         table.add_row(
-            row["class"],
+            escape(row["class"]),  # class names come from the checkpoint file: never markup
             f"{row['accuracy']:.4f}",
             f"{row['precision']:.4f}",
             f"{row['recall']:.4f}",
@@ -178,7 +178,7 @@ def render_evaluation(console: Console, path, checkpoint: dict, evaluation, per_
         matrix.add_column(str(k), justify="right")
     for k, name in enumerate(names):
         cells = [f"[bold]{int(v)}[/]" if j == k else str(int(v)) for j, v in enumerate(evaluation.confusion[k])]
-        matrix.add_row(f"{k} {name}", *cells)
+        matrix.add_row(escape(f"{k} {name}"), *cells)
     console.print(matrix)
 
 
@@ -269,7 +269,9 @@ def render_predictions(console: Console, rows: list[dict], only_wrong: bool) -> 
         table.add_column(name, justify=justify)
     for row in rows:
         mark = "[green]ok[/]" if row["correct"] else "[red]wrong[/]"
-        table.add_row(str(row["index"]), row["true"], row["predicted"], f"{row['confidence']:.2f}", mark)
+        table.add_row(
+            str(row["index"]), escape(row["true"]), escape(row["predicted"]), f"{row['confidence']:.2f}", mark
+        )
     console.print(table)
 
 

@@ -30,7 +30,6 @@ from softmax_cli.cli.options import (
     WeightDecayOption,
     WorkersOption,
     console,
-    defer_stops,
     ensure_data,
     fail,
     given_options,
@@ -132,8 +131,8 @@ def train(
         raise typer.Exit(130)
 
 
-class _DeferStopsWhileClosing:
-    """A training callback: once training ends, a stop request no longer interrupts.
+class _StopsRecordedWhileClosing:
+    """A training callback: once training ends, a stop request is recorded, no longer raised.
 
     What is left (closing the logs, the report) is short, and cutting it short would leave
     an event file unclosed or a report that says less than was saved. Duck-typed like
@@ -145,7 +144,9 @@ class _DeferStopsWhileClosing:
     def on_epoch_end(self, metrics, model) -> None: ...
 
     def on_train_end(self, result, model) -> None:
-        defer_stops()
+        from softmax_cli import stops
+
+        stops.closing()
 
 
 def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path):
@@ -170,7 +171,7 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
     # The logs are by-products: a full disk under them must not cost the training or its checkpoint.
     tensorboard = training.BestEffort(TensorBoardLogger(log_dir), "TensorBoard logging", warn)
     summary = training.BestEffort(RunSummaryWriter(log_dir, resume_path), "the run summary (summary.json)", warn)
-    callbacks = training.CallbackList([_DeferStopsWhileClosing(), display, tensorboard, summary])
+    callbacks = training.CallbackList([_StopsRecordedWhileClosing(), display, tensorboard, summary])
     try:
         with ExitStack() as claimed:
             if checkpoint is None:
