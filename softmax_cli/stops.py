@@ -21,15 +21,19 @@ after a save succeeded. Standard library only.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 
 class _State:
     signum: int | None = None  # the first stop signal received
+    owed = False  # that request's KeyboardInterrupt is still to be raised
     depth = 0  # nesting of uninterrupted() blocks
     pending = False  # a stop arrived inside one, to be raised at its end
     closing = False
+    retries = 0
 
 
 _state = _State()
@@ -37,20 +41,43 @@ _state = _State()
 
 def reset() -> None:
     """Forget earlier requests: a new command starts."""
-    _state.signum, _state.depth, _state.pending, _state.closing = None, 0, False, False
+    _state.signum, _state.owed, _state.depth, _state.pending, _state.closing = None, False, 0, False, False
+    _state.retries = 0
 
 
 def request_stop(signum: int, frame) -> None:
     """The signal handler: raise KeyboardInterrupt for the first request, unless deferred (see above)."""
-    if _state.signum is not None:
-        return
-    _state.signum = signum
+    if _state.signum is None:
+        _state.signum, _state.owed = signum, True
+    if not _state.owed:
+        return  # a stop is already under way
     if _state.closing:
+        _state.owed = False
         return
     if _state.depth:
-        _state.pending = True
+        _state.owed, _state.pending = False, True
         return
+    if _inside_exec_of_a_string(frame) and os.name == "posix" and _state.retries < 50:
+        # CPython (3.10, 3.11) remembers a KeyboardInterrupt that leaves code run by exec() or
+        # eval() of a string (dataclasses and namedtuple make classes so, while modules import)
+        # as "unhandled", even once it is handled, and then ends `python -m` by SIGINT instead
+        # of the exit status chosen here. Raise it a moment later, outside that code.
+        _state.retries += 1  # bounded: after half a second it is raised wherever it lands
+        retry = threading.Timer(0.01, os.kill, (os.getpid(), signum))
+        retry.daemon = True
+        retry.start()
+        return
+    _state.owed = False
     raise KeyboardInterrupt
+
+
+def _inside_exec_of_a_string(frame) -> bool:
+    # The outermost frame is not one: `python -c CODE` runs CODE so, and exits without the quirk.
+    while frame is not None and frame.f_back is not None:
+        if frame.f_code.co_filename == "<string>" and frame.f_code.co_name == "<module>":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def received() -> int | None:

@@ -13,6 +13,7 @@ import math
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -257,6 +258,10 @@ def test_a_run_that_completes_no_epoch_leaves_no_run_folder(how, synthetic_data_
     assert_clean(result)
     assert result.exit_code == (1 if how == "diverged" else 130)
     assert not (tmp_path / "runs").exists()
+    if how == "interrupted":
+        payload = only_json(result)
+        assert payload["interrupted"] and payload["epochs"] == 0 and payload["checkpoint"] is None
+        assert "before the first epoch finished: no checkpoint was written" in helpers.flat(result.stderr)
     if how == "interrupted-resume":
         payload = only_json(result)
         assert payload["interrupted"] and payload["epochs"] == 1 and payload["log_dir"] is None
@@ -324,3 +329,51 @@ def test_sigterm_as_training_starts_exits_143_and_says_what_was_kept(synthetic_d
     else:
         assert f"the checkpoint of epoch {saved_epoch(target)}" in helpers.flat(err)
     assert leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- 5. the stop rules themselves
+
+
+def test_a_stop_inside_an_uninterrupted_step_waits_for_its_end_and_later_ones_are_ignored():
+    from softmax_cli import stops
+
+    stops.reset()
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with stops.uninterrupted():
+            stops.request_stop(signal.SIGTERM, None)  # what the handler does when the signal lands here
+            steps.append("finished")
+    assert steps == ["finished"] and stops.received() == signal.SIGTERM
+    stops.request_stop(signal.SIGINT, None)  # a second request while stopping: nothing raised
+    assert stops.received() == signal.SIGTERM
+    stops.reset()
+    stops.closing()
+    stops.request_stop(signal.SIGINT, None)  # after training ended: recorded only
+    assert stops.received() == signal.SIGINT
+    stops.reset()
+
+
+@POSIX_ONLY
+def test_a_stop_landing_in_exec_d_code_is_raised_just_after_it():
+    """CPython would later end `python -m` by SIGINT for a KeyboardInterrupt that left exec()'d code
+    (dataclasses are made so while modules import); the stop is raised once that code is done."""
+    code = textwrap.dedent("""
+        import os, signal, time
+        from softmax_cli import stops
+        stops.reset()
+        signal.signal(signal.SIGTERM, stops.request_stop)
+        inside = False
+        try:
+            try:
+                exec("import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\ntime.sleep(0.2)")
+            except KeyboardInterrupt:
+                inside = True
+            time.sleep(30)
+            print("never stopped")
+        except KeyboardInterrupt:
+            print("stopped inside exec" if inside else "stopped after exec")
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=helpers.PROJECT_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "stopped after exec", done.stderr

@@ -261,8 +261,28 @@ DeviceOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout; human output stays on stderr.")
 ]
+
+
+def path_value(value) -> Path:
+    """The parser of path options: an empty value would silently become "." (the current folder)."""
+    if not str(value).strip():
+        raise typer.BadParameter("must be a path, not empty")
+    return Path(value)
+
+
+def folder_value(value) -> Path:
+    """The parser of folder options that softmax writes into: not empty, and not an existing file."""
+    path = path_value(value)
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} exists and is not a folder")
+    return path
+
+
 CheckpointArgument = Annotated[
-    Path, typer.Argument(metavar="CHECKPOINT", help="A checkpoint written by `softmax train`.", show_default=False)
+    Path,
+    typer.Argument(
+        parser=path_value, metavar="CHECKPOINT", help="A checkpoint written by `softmax train`.", show_default=False
+    ),
 ]
 
 # Training options, shared by `train` and `compare`. None means "not given", so that a preset
@@ -322,7 +342,9 @@ SeedOption = Annotated[
         help="Seed, set before the weights are drawn." + default_note("seed"),
     ),
 ]
-RunsDirOption = Annotated[Path, typer.Option(help="Runs go to RUNS_DIR/<impl>/<timestamp>-<tag>/.")]
+RunsDirOption = Annotated[
+    Path, typer.Option(parser=folder_value, metavar="DIR", help="Runs go to RUNS_DIR/<impl>/<timestamp>-<tag>/.")
+]
 NaiveSoftmaxOption = Annotated[
     Optional[bool],
     typer.Option(

@@ -31,21 +31,14 @@ from softmax_cli.cli.options import (
     WorkersOption,
     console,
     ensure_data,
-    fail,
     given_options,
+    path_value,
     print_json,
     resolve_device_or_usage_error,
     say,
 )
 from softmax_cli.config import default_workers
 from softmax_cli.paths import resolve_data_dir
-
-
-def _checkpoint_path(value: str) -> Path:
-    """--checkpoint's parser: an empty value would become ".", the current folder."""
-    if not value.strip():
-        raise typer.BadParameter("must be a file path, not empty")
-    return Path(value)
 
 
 def train(
@@ -62,7 +55,7 @@ def train(
     checkpoint: Annotated[
         Optional[Path],
         typer.Option(
-            parser=_checkpoint_path,
+            parser=path_value,
             metavar="PATH",
             help="Checkpoint path, rewritten after every epoch; an existing file there must be a softmax-cli "
             "checkpoint. [default: <run folder>/checkpoint.pt]",
@@ -85,6 +78,8 @@ def train(
     resume: Annotated[
         Optional[Path],
         typer.Option(
+            parser=path_value,
+            metavar="PATH",
             help="Continue from a checkpoint up to --epochs in total, with its settings and optimizer state.",
             show_default=False,
         ),
@@ -123,8 +118,18 @@ def train(
             check_validation_split(hparams, target)
             result = _run_training(hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume)
     except KeyboardInterrupt:
-        kept = f"; {resume} still holds epoch {resumed['epoch']}" if resumed else ""
-        raise fail(f"interrupted before the first epoch finished; no checkpoint was written{kept}", code=130) from None
+        # Stopped before training began (fetching or reading the data, say): reported like any stop.
+        from softmax_cli.training import TrainingResult
+
+        result = TrainingResult(
+            hparams,
+            torch_device,
+            history=list(resumed["history"]) if resumed else [],
+            checkpoint=None,
+            epochs_done=resumed["epoch"] if resumed else 0,
+            interrupted=True,
+        )
+        _report_interruption(result, target, runs_dir, torch_device, resume)
     if as_json:
         print_json(_train_json(result))
     if result.interrupted:
@@ -221,7 +226,7 @@ def _report_interruption(result, data_dir, runs_dir, device, resume_path) -> Non
             f"epoch {result.epochs_done}"
         )
     else:
-        say("[yellow]Interrupted[/]: no epoch completed, so no checkpoint was written")
+        say("[yellow]Interrupted[/] before the first epoch finished: no checkpoint was written")
         return
     continue_command = shlex.join([
         "softmax", "train", "--resume", str(continue_from), "--epochs", str(result.hparams.epochs),
