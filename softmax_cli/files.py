@@ -13,6 +13,7 @@ Standard library only, like atomic.py: light commands use it without importing t
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -23,6 +24,9 @@ try:  # POSIX; Windows has no flock (see exclusive_lock)
     import fcntl
 except ImportError:  # pragma: no cover - exercised on Windows only
     fcntl = None
+
+# The first bytes of every lock file: a file of that name without them is not ours to take.
+_LOCK_MARK = "softmax-cli lock: "
 
 __all__ = ["LockHeld", "NotARegularFile", "TooLarge", "exclusive_lock", "lock_path_for", "read_bounded"]
 
@@ -143,8 +147,12 @@ def _acquire(lock_path: Path, holder: str) -> int | None:
         except FileNotFoundError:
             current = None
         if current is not None and os.path.samestat(os.fstat(fd), current):
+            previous = os.pread(fd, len(_LOCK_MARK), 0)
+            if previous and previous != _LOCK_MARK.encode():
+                os.close(fd)  # somebody's own file of that name: never overwritten
+                raise FileExistsError(errno.EEXIST, f"{lock_path.name} exists and is not a lock file of softmax-cli")
             os.ftruncate(fd, 0)
-            os.write(fd, holder.encode("utf-8", "replace"))
+            os.write(fd, (_LOCK_MARK + holder + "\n").encode("utf-8", "replace"))
             return fd
         os.close(fd)  # we locked a file its holder had already removed: try the new one
     raise LockHeld(lock_path, None)
@@ -155,4 +163,4 @@ def _read_holder(fd: int) -> str | None:
         text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
     except OSError:
         return None
-    return " ".join(text.split()) or None
+    return " ".join(text.removeprefix(_LOCK_MARK).split()) or None

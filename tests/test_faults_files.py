@@ -169,7 +169,7 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_and_the_lock_dies_with_t
 def test_the_lock_refuses_a_live_holder_and_names_it(tmp_path):
     target = tmp_path / "c.pt"
     with files.exclusive_lock(target, "softmax train, pid 4242"):
-        assert files.lock_path_for(target).read_text() == "softmax train, pid 4242"
+        assert files.lock_path_for(target).read_text().endswith("softmax train, pid 4242\n")
         with pytest.raises(files.LockHeld) as held:
             with files.exclusive_lock(target, "another"):
                 pass
@@ -177,6 +177,11 @@ def test_the_lock_refuses_a_live_holder_and_names_it(tmp_path):
     assert not files.lock_path_for(target).exists()
     with files.exclusive_lock(target, "the next one"):  # free again
         pass
+    files.lock_path_for(target).write_text("somebody's own notes\n")  # a file that only shares the name
+    with pytest.raises(FileExistsError):
+        with files.exclusive_lock(target, "a run"):
+            pass
+    assert files.lock_path_for(target).read_text() == "somebody's own notes\n"
 
 
 # --------------------------------------------------------------------------- 2. a tampered optimizer state
