@@ -164,8 +164,6 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
     from softmax_cli.tboard import TensorBoardLogger
 
     new_folders = [folder for folder in (runs_dir, runs_dir / hparams.impl) if not folder.exists()]
-    log_dir = make_run_dir(runs_dir, hparams.impl, hparams.run_tag)
-    paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
     verb = f"Resuming from epoch {resumed['epoch']}" if resumed else "Training"
     title = f"{verb}: {hparams.impl} on {device}, lr {hparams.lr:g}, batch {hparams.batch_size}, seed {hparams.seed}"
     display = TrainingDisplay(console, title, with_validation=bool(hparams.val_split))
@@ -173,11 +171,14 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
     def warn(message: str) -> None:
         say(f"[yellow]warning:[/] {escape(message)}")
 
-    # The logs are by-products: a full disk under them must not cost the training or its checkpoint.
-    tensorboard = training.BestEffort(TensorBoardLogger(log_dir), "TensorBoard logging", warn)
-    summary = training.BestEffort(RunSummaryWriter(log_dir, resume_path), "the run summary (summary.json)", warn)
-    callbacks = training.CallbackList([_StopsRecordedWhileClosing(), display, tensorboard, summary])
     try:
+        log_dir = make_run_dir(runs_dir, hparams.impl, hparams.run_tag)
+        new_folders.append(log_dir)
+        paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
+        # The logs are by-products: a full disk under them must not cost the training or its checkpoint.
+        tensorboard = training.BestEffort(TensorBoardLogger(log_dir), "TensorBoard logging", warn)
+        summary = training.BestEffort(RunSummaryWriter(log_dir, resume_path), "the run summary (summary.json)", warn)
+        callbacks = training.CallbackList([_StopsRecordedWhileClosing(), display, tensorboard, summary])
         with ExitStack() as claimed:
             if checkpoint is None:
                 claimed.enter_context(ckpt.claim_checkpoint_path(paths.checkpoint))
@@ -185,7 +186,7 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
                 result = training.fit(hparams, paths, device, callbacks, workers=workers, resume_from=resumed)
     finally:
         # A run that completed no epoch (failed, interrupted, diverged) leaves no folder behind.
-        _remove_empty([*new_folders, log_dir])
+        _remove_empty(new_folders)
     if not log_dir.is_dir():
         result.log_dir = None
     if result.interrupted:
