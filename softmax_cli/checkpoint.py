@@ -1,58 +1,56 @@
-"""The checkpoint format: the one place that writes, reads and validates checkpoint files.
+"""Checkpoint files: the one place that writes, reads and claims them (the format is checkpoint_format's).
 
 A checkpoint is a plain dict saved with torch.save and read back with
 torch.load(weights_only=True, map_location="cpu"): only tensors and plain types
 (str, int, float, bool, None, list, dict), so loading a file from somebody else can
-never run code. Both implementations store the weight in ONE canonical layout:
-
-    logits = X.reshape(-1, 784) @ weight + bias      weight: 784 x 10, bias: 10
-
-which is the book's from-scratch layout; nn.Linear keeps weight.T (10 x 784).
-
-Keys (version 1):
-    format, version, impl, weight, bias, class_names, hparams, epoch, history, seed,
-    optimizer_state (dict or None), rng_state ({"shuffle": uint8 tensor}),
-    input_standardization (None or {"mean": 784, "std": 784}), torch_version, created
-
-load_checkpoint checks everything eval and resume rely on (types, shapes, float32,
-finite values, known hparams choices, an optimizer state that fits the impl), so a
-damaged or foreign file is one CheckpointError line, never a traceback later on.
+never run code. Before torch.load sees a file, it must be a regular file (a FIFO would
+block, /dev/zero never end) of at most MAX_CHECKPOINT_BYTES, and a zip archive (what
+torch.save writes) whose entries declare no more than that in all, so neither a huge
+file nor a zip bomb is ever unpacked. Writes are atomic (softmax_cli.atomic), and a
+training run claims its checkpoint path first (claim_checkpoint_path): it never
+replaces a file that is not a checkpoint, and two runs never write the same one.
 """
 
 from __future__ import annotations
 
+import errno
 import io
-import math
+import os
 import pickle
 import re
 import warnings
-from dataclasses import MISSING, fields
+import zipfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from softmax_cli import files
 from softmax_cli.atomic import atomic_write
-from softmax_cli.config import IMPLS, LOADERS, PRESETS, SCHEDULES, Hparams
-from softmax_cli.errors import CheckpointError
+from softmax_cli.checkpoint_format import BIAS_SHAPE, FORMAT_NAME, FORMAT_VERSION, WEIGHT_SHAPE, validate
+from softmax_cli.errors import CheckpointError, CheckpointInUse, UsageError
 
-FORMAT_NAME = "softmax-cli/checkpoint"
-FORMAT_VERSION = 1
-WEIGHT_SHAPE = (784, 10)
-BIAS_SHAPE = (10,)
-_REQUIRED_KEYS = (
-    "format",
-    "version",
-    "impl",
-    "weight",
-    "bias",
-    "class_names",
-    "hparams",
-    "epoch",
-    "history",
-    "seed",
-    "rng_state",
-)
+__all__ = [
+    "BIAS_SHAPE",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MAX_CHECKPOINT_BYTES",
+    "WEIGHT_SHAPE",
+    "build_checkpoint",
+    "claim_checkpoint_path",
+    "is_checkpoint_file",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+# A checkpoint of this 784 x 10 model is at most about 80 KB (weight, bias, momentum buffers,
+# input statistics, the batch-order generator's 5 KB state; measured) plus about 90 bytes of
+# history per epoch, so 16 MiB holds some 180,000 epochs, and still refuses /dev/zero, a
+# 100 GB file or a zip bomb before a byte of it is unpacked. It bounds the pickle too, whose
+# objects take at most some 30 times its size in memory.
+MAX_CHECKPOINT_BYTES = 16 * 2**20
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -128,23 +126,53 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Read and validate a checkpoint; any problem is a CheckpointError with one clear line."""
+    """Read and validate a checkpoint; any problem is a CheckpointError with one clear line.
+
+    The tensors of the returned dict are fresh, dense, contiguous float32 copies, whatever
+    layout the file gave them, so nothing downstream meets a view it cannot write to.
+    """
     raw = _read_weights_only(path)
-    _validate(raw, path)
+    validate(raw, path)
     return raw
 
 
-def _read_weights_only(path: Path) -> object:
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+def is_checkpoint_file(path: Path) -> bool:
+    """Whether path holds a file this tool wrote (its format name), damaged or not: what a run may replace."""
     try:
-        data = path.read_bytes()
+        raw = _read_weights_only(path)
+    except CheckpointError:
+        return False
+    return isinstance(raw, dict) and raw.get("format") == FORMAT_NAME
+
+
+def _read_file(path: Path) -> bytes:
+    """The file's bytes, refusing before reading whatever no checkpoint can be (see softmax_cli.files)."""
+    try:
+        return files.read_bounded(path, MAX_CHECKPOINT_BYTES)
+    except files.NotARegularFile as exc:
+        if exc.kind == "directory":
+            raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
+        raise CheckpointError(f"{path} is a {exc.kind}, not a checkpoint file; only regular files are read") from None
+    except files.TooLarge as exc:
+        raise CheckpointError(
+            f"{path} is {exc.size:,} bytes, far more than any softmax-cli checkpoint "
+            f"(at most {MAX_CHECKPOINT_BYTES // 2**20} MiB); refused without reading it"
+        ) from None
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise CheckpointError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist") from None
+        raise CheckpointError(f"{path}: no such file") from None
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+        if exc.errno == errno.ELOOP:
+            raise CheckpointError(f"{path} is a symbolic link loop, not a checkpoint file") from None
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _read_weights_only(path: Path) -> object:
+    data = _read_file(path)
     if not data:
         raise CheckpointError(f"{path} is empty")
+    _check_archive(data, path)
     try:
         with warnings.catch_warnings():
             # e.g. "Detected pickle protocol 4": noise around the one error line
@@ -164,155 +192,59 @@ def _read_weights_only(path: Path) -> object:
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt, truncated or not a torch file)") from None
 
 
-def _validate(raw: object, path: Path) -> None:
-    """Everything eval and resume rely on, so a damaged or foreign file fails here with one line."""
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
-        kind = type(raw).__name__
-        raise CheckpointError(
-            f"{path} is a torch file but not a softmax-cli checkpoint (it holds a {kind}); "
-            "train one with `softmax train`"
-        )
-    version = raw.get("version")
-    if not _is_int(version) or version < 1:
-        raise CheckpointError(f"{path}: checkpoint version is missing or not a positive integer")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} uses checkpoint format version {version}, newer than the {FORMAT_VERSION} this "
-            "softmax-cli reads; upgrade softmax-cli"
-        )
-    missing = [key for key in _REQUIRED_KEYS if key not in raw]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    if raw["impl"] not in IMPLS:
-        raise CheckpointError(f"{path}: unknown impl {raw['impl']!r} (expected one of {', '.join(IMPLS)})")
-    weight = raw["weight"]
-    if isinstance(weight, torch.Tensor) and tuple(weight.shape) == WEIGHT_SHAPE[::-1]:
-        raise CheckpointError(
-            f"{path}: weight has shape {tuple(weight.shape)}, nn.Linear's layout; checkpoints store the "
-            f"{WEIGHT_SHAPE[0]} x {WEIGHT_SHAPE[1]} transpose"
-        )
-    _check_tensor(weight, "weight", WEIGHT_SHAPE, path)
-    _check_tensor(raw["bias"], "bias", BIAS_SHAPE, path)
-    names = raw["class_names"]
-    if not (isinstance(names, list) and len(names) == BIAS_SHAPE[0] and all(isinstance(n, str) for n in names)):
-        raise CheckpointError(f"{path}: class_names must be a list of 10 strings")
-    _check_hparams(raw["hparams"], raw["impl"], path)
-    history = raw["history"]
-    if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
-        raise CheckpointError(f"{path}: history must be a list of per-epoch dicts")
-    if not _is_int(raw["epoch"]) or raw["epoch"] < 0:
-        raise CheckpointError(f"{path}: epoch must be a non-negative integer")
-    if not _is_int(raw["seed"]):
-        raise CheckpointError(f"{path}: seed must be an integer")
-    rng = raw["rng_state"]
-    if not (
-        isinstance(rng, dict)
-        and isinstance(rng.get("shuffle"), torch.Tensor)
-        and rng["shuffle"].dtype == torch.uint8
-        and rng["shuffle"].dim() == 1
-    ):
-        raise CheckpointError(f"{path}: rng_state must hold the shuffle generator's state as a uint8 tensor")
-    _check_optimizer_state(raw.get("optimizer_state"), raw["impl"], path)
-    stats = raw.get("input_standardization")
-    if stats is not None:
-        if not isinstance(stats, dict):
-            raise CheckpointError(f"{path}: input_standardization must be a dict of mean and std")
-        _check_tensor(stats.get("mean"), "input_standardization.mean", (WEIGHT_SHAPE[0],), path)
-        _check_tensor(stats.get("std"), "input_standardization.std", (WEIGHT_SHAPE[0],), path)
-        if not bool((stats["std"] > 0).all()):
-            raise CheckpointError(f"{path}: input_standardization.std must be positive")
+def _check_archive(data: bytes, path: Path) -> None:
+    """torch.save writes a zip archive; its entries' declared sizes must fit a checkpoint before torch.load.
 
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# Values a stored hparam must take; fields not listed are checked by the type of their default.
-_CHOICES = {"impl": IMPLS, "loader": LOADERS, "schedule": SCHEDULES, "preset": tuple(PRESETS)}
-_RANGES = {
-    "epochs": lambda v: v >= 1,
-    "batch_size": lambda v: v >= 1,
-    "lr": lambda v: v > 0,
-    "momentum": lambda v: v >= 0,
-    "weight_decay": lambda v: v >= 0,
-    "val_split": lambda v: 0 <= v < 1,
-}
-
-
-def _check_hparams(hparams: object, impl: str, path: Path) -> None:
-    """The stored settings must rebuild a valid Hparams: right types, known choices, sane ranges.
-
-    Keys this version does not know are ignored (Hparams.from_dict drops them), and a
-    missing key takes Hparams' default, as for a checkpoint from an older softmax-cli.
+    torch.load allocates each entry at its declared size and inflates compressed ones, so a
+    small crafted file could make it take gigabytes; the central directory tells the sizes
+    without unpacking anything. torch's older non-zip format is refused too: this tool never
+    wrote it, and it allocates storages at sizes the pickle declares.
     """
-    if not isinstance(hparams, dict):
-        raise CheckpointError(f"{path}: hparams must be a dict")
-    for spec in fields(Hparams):
-        if spec.name not in hparams or spec.default is MISSING or spec.default is None:
-            continue
-        value = hparams[spec.name]
-        expected = type(spec.default)
-        if expected is bool:
-            ok = isinstance(value, bool)
-        elif expected is int:
-            ok = _is_int(value)
-        elif expected is float:
-            ok = _is_number(value)
-        else:
-            ok = isinstance(value, expected)
-        if ok and spec.name in _CHOICES:
-            ok = value in _CHOICES[spec.name]
-        if ok and spec.name in _RANGES:
-            ok = _RANGES[spec.name](value)
-        if not ok:
-            raise CheckpointError(f"{path}: hparams {spec.name} has an invalid value {value!r}")
-    if "impl" in hparams and hparams["impl"] != impl:
-        raise CheckpointError(f"{path}: hparams impl {hparams['impl']!r} contradicts the checkpoint's impl {impl!r}")
+    unreadable = CheckpointError(f"{path} is not a readable checkpoint (corrupt, truncated or not a torch file)")
+    if not data.startswith(b"PK\x03\x04"):
+        raise unreadable
+    try:
+        entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError, NotImplementedError):
+        raise unreadable from None
+    unpacked = sum(entry.file_size for entry in entries)
+    if unpacked > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{path} would unpack to {unpacked:,} bytes, far more than any softmax-cli checkpoint "
+            f"(at most {MAX_CHECKPOINT_BYTES // 2**20} MiB); refused before loading it"
+        )
 
 
-def _check_optimizer_state(state: object, impl: str, path: Path) -> None:
-    """None, or the state this impl's load_optimizer_state accepts (momentum buffers of the right shapes)."""
-    if state is None:
-        return
-    bad = f"{path}: optimizer_state does not fit the {impl} implementation"
-    if not isinstance(state, dict):
-        raise CheckpointError(bad)
-    if impl == "scratch":
-        buffers = state.get("momentum_buffers")
-        if not (isinstance(buffers, list) and len(buffers) == 2):
-            raise CheckpointError(bad)
-        for buffer, name, shape in zip(buffers, ("weight", "bias"), (WEIGHT_SHAPE, BIAS_SHAPE), strict=True):
-            if buffer is not None:
-                _check_tensor(buffer, f"optimizer_state momentum buffer of the {name}", shape, path)
-        return
-    # concise: torch.optim.SGD.state_dict() of nn.Linear(784, 10)'s [weight, bias]
-    groups, per_param = state.get("param_groups"), state.get("state")
-    if not (
-        isinstance(groups, list)
-        and len(groups) == 1
-        and isinstance(groups[0], dict)
-        and groups[0].get("params") == [0, 1]
-        and isinstance(per_param, dict)
-        and set(per_param) <= {0, 1}
-        and all(isinstance(v, dict) for v in per_param.values())
-    ):
-        raise CheckpointError(bad)
-    for index, name, shape in ((0, "weight", WEIGHT_SHAPE[::-1]), (1, "bias", BIAS_SHAPE)):
-        buffer = per_param.get(index, {}).get("momentum_buffer")
-        if buffer is not None:
-            _check_tensor(buffer, f"optimizer_state momentum buffer of the {name}", shape, path)
+@contextmanager
+def claim_checkpoint_path(path: Path, *, overwrite: bool = False) -> Iterator[None]:
+    """Make `path` this run's checkpoint for the block: checked before training, locked while it runs.
 
-
-def _check_tensor(value: object, name: str, shape: tuple[int, ...], path: Path) -> None:
-    if not isinstance(value, torch.Tensor):
-        raise CheckpointError(f"{path}: {name} is not a tensor")
-    if tuple(value.shape) != shape:
-        raise CheckpointError(f"{path}: {name} has shape {tuple(value.shape)}, expected {shape}")
-    if value.dtype != torch.float32:
-        raise CheckpointError(f"{path}: {name} has dtype {value.dtype}, expected torch.float32")
-    if not bool(torch.isfinite(value).all()):
-        raise CheckpointError(f"{path}: {name} holds NaN or infinite values")
+    Refused as a usage error (exit 2, before any training): a directory, a FIFO, device or
+    other non-regular file, and an existing file that is not a softmax-cli checkpoint,
+    unless `overwrite` (which still never replaces a directory or a device). Refused with
+    CheckpointInUse: a path another live run holds (the lock names its pid). A folder
+    that cannot be created or written is a CheckpointError, found now and not after an epoch.
+    """
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a directory; give a file path such as {path / 'checkpoint.pt'}", "--checkpoint")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UsageError(f"{path} is not a regular file; a checkpoint can only replace a file", "--checkpoint")
+    holder = f"softmax train, pid {os.getpid()}, started {datetime.now().astimezone().isoformat(timespec='seconds')}"
+    with ExitStack() as stack:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(files.exclusive_lock(path, holder))
+        except files.LockHeld as exc:
+            raise CheckpointInUse(
+                f"{path} is being written by another run ({exc.holder or 'pid unknown'}); "
+                "wait for it to end or choose another --checkpoint"
+            ) from None
+        except OSError as exc:
+            raise CheckpointError(f"cannot write the checkpoint {path}: {exc.strerror or exc}") from None
+        if os.path.lexists(path) and not overwrite and not is_checkpoint_file(path):
+            raise UsageError(
+                f"{path} exists and is not a softmax-cli checkpoint; it is left as it is "
+                "(choose another --checkpoint, or add --overwrite to replace it)",
+                "--checkpoint",
+            )
+        yield

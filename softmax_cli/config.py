@@ -17,6 +17,8 @@ DEFAULT_SEED = 326
 
 # The weights are float32, so a larger learning rate or weight decay cannot even be stored.
 FLOAT32_MAX = 3.4028234663852886e38
+# torch (seeds, generator states) and TensorBoard (steps) take integers as int64.
+INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -38,17 +40,20 @@ class Range:
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
     def __str__(self) -> str:
+        def number(value: float) -> str:
+            return str(value) if isinstance(value, int) else f"{value:g}"  # integers exactly, e.g. 2**63 - 1
+
         if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
+            return f"{'>' if self.low_open else '>='} {number(self.low)}"
         left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"in {left}{self.low:g}, {self.high:g}{right}"
+        return f"in {left}{number(self.low)}, {number(self.high)}{right}"
 
 
 # The one table of ranges: option validation, help text and checkpoint validation all read it.
 RANGES: dict[str, Range] = {
-    "epochs": Range(1),
-    "batch_size": Range(1),
-    "seed": Range(0, 2**63 - 1),
+    "epochs": Range(1, INT64_MAX),
+    "batch_size": Range(1, INT64_MAX),
+    "seed": Range(0, INT64_MAX),
     "workers": Range(0),
     "lr": Range(0, FLOAT32_MAX, low_open=True),
     "momentum": Range(0, 1, high_open=True),

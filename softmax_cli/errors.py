@@ -6,7 +6,16 @@ try; the CLI prints that line and exits non-zero instead of showing a traceback.
 
 
 class SoftmaxError(Exception):
-    """Base class: the message is shown to the user as is."""
+    """Base class: the message is shown to the user as is (exit 1)."""
+
+
+class UsageError(SoftmaxError):
+    """An option value that only the body can judge (it needs the file system or the data):
+    a usage error like any bad option value, so exit 2, naming the option."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class DataError(SoftmaxError):
@@ -15,6 +24,10 @@ class DataError(SoftmaxError):
 
 class CheckpointError(SoftmaxError):
     """A checkpoint file is missing, unreadable, not ours, or inconsistent."""
+
+
+class CheckpointInUse(CheckpointError):
+    """Another live run is writing the same checkpoint path (it holds the lock beside it)."""
 
 
 class TrainingDiverged(SoftmaxError):

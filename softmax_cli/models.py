@@ -219,8 +219,19 @@ class ConciseSoftmax:
         return self.trainer.state_dict()
 
     def load_optimizer_state(self, state: dict | None) -> None:
+        """Take the momentum buffers from `state`; every setting stays what the hyperparameters made.
+
+        torch's load_state_dict would also adopt the file's lr, momentum, maximize, ...: a
+        tampered checkpoint could then train uphill while its hparams say otherwise.
+        """
         if state:
-            self.trainer.load_state_dict(state)
+            own = self.trainer.state_dict()
+            own["state"] = {
+                index: {"momentum_buffer": entry["momentum_buffer"]}
+                for index, entry in state["state"].items()
+                if entry.get("momentum_buffer") is not None
+            }
+            self.trainer.load_state_dict(own)
 
 
 IMPLEMENTATIONS = {cls.impl: cls for cls in (ScratchSoftmax, ConciseSoftmax)}

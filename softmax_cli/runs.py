@@ -120,8 +120,11 @@ class RunSummaryWriter:
         self._write()
 
     def on_train_end(self, result, model) -> None:
-        if self.summary is None or self.summary["epochs_done"] == self.start_epoch:
+        if self.summary is None or result.epochs_done == self.start_epoch:
             return  # this run completed no epoch: it leaves no summary (and no run folder)
+        # The result is the truth: an epoch whose on_epoch_end a stop cut short is still saved.
+        self.summary["history"] = list(result.history)
+        self.summary["epochs_done"] = result.epochs_done
         if result.diverged:
             self.summary["status"] = "diverged"
         elif result.interrupted:

@@ -4,6 +4,10 @@ epoch, the confusion matrix and the run's status at the end, the hyperparameters
 Tags (README, *TensorBoard*): loss/train, loss/test, accuracy/train, accuracy/test,
 accuracy/val, lr; images weights, confusion_matrix, confusion_matrix/normalized; the
 HPARAMS tab; the book's curves (train and test on one chart) in the CUSTOM SCALARS tab.
+
+The event file is opened by the first finished epoch, so a run that finishes none leaves
+none. A failed write (a full disk) raises out of these hooks; the CLI wraps this logger in
+training.BestEffort, which reports it once and lets training go on without it.
 """
 
 from __future__ import annotations
@@ -91,18 +95,36 @@ class TensorBoardLogger(TrainingCallbacks):
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.writer = None
+        self.plan = None
+        self._writer_class = None
         self.templates = None  # viz.WeightTemplates, built at the first epoch and redrawn after each
 
     def on_train_start(self, plan: TrainingPlan) -> None:
-        # Opened only once the data are ready, so a run that fails before training leaves no event file.
+        # Imported now (it takes a second), so the first epoch's end stays short; the event
+        # file itself waits for that epoch (see _open).
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
-        trial_id = f"{self.log_dir.parent.name}/{self.log_dir.name}"  # the run's name under `--logdir runs`
-        self.writer.file_writer.add_summary(session_start_summary(plan.hparams.as_dict(), trial_id))
-        self.writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
+        self.plan = plan
+        self._writer_class = SummaryWriter
+        _quiet_writer_thread_failures()
+
+    def _open(self):
+        # Lazily, so a run that completes no epoch (interrupted, diverged) leaves no event file.
+        if self.writer is None:
+            self.writer = self._writer_class(log_dir=str(self.log_dir))
+            trial_id = f"{self.log_dir.parent.name}/{self.log_dir.name}"  # the run's name under `--logdir runs`
+            self.writer.file_writer.add_summary(session_start_summary(self.plan.hparams.as_dict(), trial_id))
+            self.writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
+        return self.writer
+
+    def close(self) -> None:
+        """Close the event file (also after a failed write, when training.BestEffort drops this logger)."""
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            writer.close()
 
     def on_epoch_end(self, metrics: EpochMetrics, model: SoftmaxRegression) -> None:
+        self._open()
         for field, tag in SCALAR_TAGS.items():
             value = getattr(metrics, field)
             if value is not None:
@@ -127,14 +149,41 @@ class TensorBoardLogger(TrainingCallbacks):
     def on_train_end(self, result: TrainingResult, model: SoftmaxRegression) -> None:
         from softmax_cli.viz import confusion_figure, figure_pixels
 
-        if result.final_evaluation is not None:
-            epoch = len(result.history)
-            for tag, normalize in (("confusion_matrix", False), ("confusion_matrix/normalized", True)):
-                figure = confusion_figure(
-                    result.final_evaluation.confusion, result.class_names, normalize, f"epoch {epoch}",
-                    IMAGE_DPI, CONFUSION_SIZE_IN,
-                )  # fmt: skip
-                self.writer.add_image(tag, figure_pixels(figure), epoch, dataformats="HWC")
-        status = session_end_status(result.diverged, result.interrupted)
-        self.writer.file_writer.add_summary(session_end_summary(status))
-        self.writer.close()
+        if self.writer is None:
+            return  # no epoch finished in this run: nothing to log, and no event file
+        try:
+            if result.final_evaluation is not None:
+                epoch = len(result.history)
+                for tag, normalize in (("confusion_matrix", False), ("confusion_matrix/normalized", True)):
+                    figure = confusion_figure(
+                        result.final_evaluation.confusion, result.class_names, normalize, f"epoch {epoch}",
+                        IMAGE_DPI, CONFUSION_SIZE_IN,
+                    )  # fmt: skip
+                    self.writer.add_image(tag, figure_pixels(figure), epoch, dataformats="HWC")
+            status = session_end_status(result.diverged, result.interrupted)
+            self.writer.file_writer.add_summary(session_end_summary(status))
+        finally:
+            self.close()  # also when a stop or a failed write cut the above short
+
+
+def _quiet_writer_thread_failures() -> None:
+    """Keep a failed write in TensorBoard's writer thread from printing a thread traceback.
+
+    The writer thread stores its exception and re-raises it in the thread that writes or
+    flushes next, where it reaches this logger's caller (and training.BestEffort reports it
+    in one line); the thread then also dies with it, and Python's default threading.excepthook
+    would print a traceback for that. The hook installed here skips exactly that thread
+    class and hands every other thread's exception to the hook that was there.
+    """
+    import threading
+
+    previous = threading.excepthook
+    if getattr(previous, "_softmax_cli_quiet", False):
+        return
+
+    def hook(args) -> None:
+        if type(args.thread).__name__ != "_AsyncWriterThread":
+            previous(args)
+
+    hook._softmax_cli_quiet = True
+    threading.excepthook = hook

@@ -10,15 +10,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from softmax_cli import checkpoint as ckpt
+from softmax_cli import stops
 from softmax_cli.config import Hparams, RunPaths
-from softmax_cli.data import class_names, prepare_data
-from softmax_cli.errors import SoftmaxError, TrainingDiverged
+from softmax_cli.data import class_names, prepare_data, read_split, validation_indices
+from softmax_cli.errors import CheckpointError, DataError, SoftmaxError, TrainingDiverged, UsageError
 from softmax_cli.evaluation import Evaluation, evaluate
 from softmax_cli.models import SoftmaxRegression, make_model, model_from_checkpoint
 
@@ -27,6 +29,20 @@ def _shuffle_generator(hparams: Hparams, device: torch.device) -> torch.Generato
     # The memory loader permutes on the device itself; the DataLoader's sampler runs on the CPU.
     where = device if hparams.loader == "memory" else torch.device("cpu")
     return torch.Generator(device=where).manual_seed(hparams.seed)
+
+
+def check_validation_split(hparams: Hparams, data_dir: Path) -> None:
+    """--val-split must leave examples on both sides: a usage error found before the run starts.
+
+    Its bounds depend on the size of the train split, so it can only be judged with the data.
+    """
+    if not hparams.val_split:
+        return
+    train_examples = len(read_split(data_dir, "train"))
+    try:
+        validation_indices(train_examples, hparams.val_split, hparams.seed)
+    except DataError as exc:
+        raise UsageError(f"{exc} (of {train_examples:,} train images)", "--val-split") from None
 
 
 def fit(
@@ -56,19 +72,11 @@ def fit(
         model = model_from_checkpoint(resume_from, device)
         history = list(resume_from["history"])
         start_epoch = resume_from["epoch"]
-        state = resume_from["rng_state"]["shuffle"]
-        try:
-            shuffle_generator.set_state(state)
-        except RuntimeError:
-            # A CPU generator's state (Mersenne Twister) and a GPU's (Philox) differ in size.
-            cpu_state_size = torch.Generator().get_state().numel()
-            trained_on = "cpu" if state.numel() == cpu_state_size else "a GPU (cuda or mps)"
-            raise SoftmaxError(
-                f"the checkpoint's batch order was drawn on {trained_on}, but this run is on {device}; "
-                "resume on the device it was trained on (--device) to continue the same batch order"
-            ) from None
+        _restore_batch_order(shuffle_generator, resume_from["rng_state"]["shuffle"])
 
-    result = TrainingResult(hparams, device, history, checkpoint=None, log_dir=paths.log_dir, class_names=names)
+    result = TrainingResult(
+        hparams, device, history, checkpoint=None, log_dir=paths.log_dir, epochs_done=start_epoch, class_names=names
+    )
     validation_examples = data.validation.num_examples if data.validation is not None else 0
     callbacks.on_train_start(
         TrainingPlan(
@@ -89,28 +97,68 @@ def fit(
             if not (math.isfinite(train_loss) and all(bool(torch.isfinite(t).all()) for t in model.weight_bias())):
                 result.diverged = True
                 raise TrainingDiverged(_divergence_message(epoch, train_loss, hparams, result.checkpoint))
-            result.final_evaluation = evaluate(model, data.test)
+            evaluation = evaluate(model, data.test)
             val_acc = evaluate(model, data.validation).accuracy if data.validation is not None else None
             metrics = EpochMetrics(
                 epoch=epoch,
                 train_loss=train_loss,
                 train_acc=train_acc,
-                test_acc=result.final_evaluation.accuracy,
-                test_loss=result.final_evaluation.loss,
+                test_acc=evaluation.accuracy,
+                test_loss=evaluation.loss,
                 seconds=time.perf_counter() - started,
                 examples_per_s=data.train.num_examples / train_seconds,
                 lr=schedule(len(data.train) - 1) if schedule else hparams.lr,
                 val_acc=val_acc,
             )
-            history.append(metrics.as_dict())
-            save_training_checkpoint(model, hparams, epoch, history, shuffle_generator, names, paths.checkpoint)
-            result.checkpoint = paths.checkpoint
-            callbacks.on_epoch_end(metrics, model)
+            entry = metrics.as_dict()
+            # An epoch ends as a whole (a stop signal waits for it, see softmax_cli.stops): saved,
+            # recorded, shown and logged, so the report and the logs match the file on disk.
+            with stops.uninterrupted():
+                save_training_checkpoint(
+                    model, hparams, epoch, [*history, entry], shuffle_generator, names, paths.checkpoint
+                )
+                # Recorded only once the file holds it: should Ctrl-C still land in the save (the
+                # previous checkpoint stays, atomic.py), the unsaved epoch is never reported.
+                history.append(entry)
+                result.checkpoint, result.epochs_done = paths.checkpoint, epoch
+                result.final_evaluation = evaluation
+                callbacks.on_epoch_end(metrics, model)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
-        callbacks.on_train_end(result, model)
+        try:
+            callbacks.on_train_end(result, model)
+        except KeyboardInterrupt:
+            # A stop while closing the logs: what is saved stays saved, and the result says so.
+            result.interrupted = result.interrupted or result.epochs_done < hparams.epochs
     return result
+
+
+def _restore_batch_order(generator: torch.Generator, state: torch.Tensor) -> None:
+    """Continue the checkpoint's batch order; say whether a refusal is a device mismatch or damage.
+
+    A CPU generator's state (Mersenne Twister, 5,056 bytes) and a GPU's (Philox, 16 bytes)
+    differ in size, so the size tells where a state was drawn; a state of this run's own
+    size (or of no known size) that torch still refuses is damaged, not from elsewhere.
+    """
+    try:
+        generator.set_state(state)
+        return
+    except RuntimeError:
+        pass
+    cpu_size = torch.Generator().get_state().numel()
+    drawn_on = {cpu_size: "cpu", 16: "gpu"}.get(state.numel())
+    this_run = "cpu" if generator.device.type == "cpu" else "gpu"
+    if drawn_on is None or drawn_on == this_run:
+        raise CheckpointError(
+            "the checkpoint's batch-order state (rng_state) is damaged: torch refuses it, so this run cannot "
+            "continue the same batch order; resume from another checkpoint or start a new run"
+        )
+    described = {"cpu": "cpu", "gpu": "a GPU (cuda or mps)"}[drawn_on]
+    raise SoftmaxError(
+        f"the checkpoint's batch order was drawn on {described}, but this run draws it on {generator.device.type}; "
+        "resume on the device it was trained on (--device) to continue the same batch order"
+    )
 
 
 def _divergence_message(epoch: int, loss: float, hparams: Hparams, last_checkpoint: Path | None) -> str:
@@ -237,12 +285,71 @@ class CallbackList(TrainingCallbacks):
             callback.on_batch_end()
 
     def on_epoch_end(self, metrics, model):
-        for callback in self.callbacks:
-            callback.on_epoch_end(metrics, model)
+        self._call_each("on_epoch_end", metrics, model)
 
     def on_train_end(self, result, model):
+        self._call_each("on_train_end", result, model)
+
+    def _call_each(self, hook: str, *args) -> None:
+        """Every callback hears of a saved epoch and of the end, even after Ctrl-C stopped one of
+        them (the display, say): the logs stay complete and close. The stop is re-raised after."""
+        stop = None
         for callback in self.callbacks:
-            callback.on_train_end(result, model)
+            try:
+                getattr(callback, hook)(*args)
+            except KeyboardInterrupt as exc:
+                stop = exc
+        if stop is not None:
+            raise stop
+
+
+class BestEffort(TrainingCallbacks):
+    """Runs a callback whose failure must not cost the run: the logs (TensorBoard events, the run summary).
+
+    Its first exception (a full disk, a quota, a file system gone read-only, a writer thread
+    that died) is reported once through on_failure, the callback's close() (if any) is
+    tried, and the callback is dropped for the rest of the run, so training and its
+    checkpoints go on. KeyboardInterrupt is no Exception and passes through: a stop stays a stop.
+    """
+
+    def __init__(self, callback, what: str, on_failure) -> None:
+        self.callback = callback
+        self.what = what
+        self.on_failure = on_failure
+        self.failure: str | None = None
+
+    def _call(self, hook: str, *args) -> None:
+        if self.failure is not None:
+            return
+        try:
+            getattr(self.callback, hook)(*args)
+        except Exception as exc:
+            self.failure = describe_failure(exc)
+            close = getattr(self.callback, "close", None)
+            if close is not None:
+                with suppress(Exception):
+                    close()
+            self.on_failure(f"{self.what} stopped: {self.failure}; training goes on")
+
+    def on_train_start(self, plan):
+        self._call("on_train_start", plan)
+
+    def on_batch_end(self):
+        self._call("on_batch_end")
+
+    def on_epoch_end(self, metrics, model):
+        self._call("on_epoch_end", metrics, model)
+
+    def on_train_end(self, result, model):
+        self._call("on_train_end", result, model)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a foreign exception: an OSError's reason and file, else its type and first line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
 
 
 @dataclass
@@ -264,6 +371,7 @@ class TrainingResult:
     history: list[dict]
     checkpoint: Path | None
     log_dir: Path | None = None
+    epochs_done: int = 0  # the epoch the checkpoint on disk holds (a resumed one's, until this run saves one)
     interrupted: bool = False
     diverged: bool = False
     final_evaluation: Evaluation | None = None

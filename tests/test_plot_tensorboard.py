@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from softmax_cli import histories, tboard
@@ -188,12 +189,30 @@ def test_tensorboard_status_says_how_a_run_ended(synthetic_data_dir, tmp_path):
     diverged = tmp_path / "diverged"
     with pytest.raises(TrainingDiverged):
         helpers.fit(
-            synthetic_data_dir, diverged, tboard_with(diverged), impl="scratch", naive_softmax=True, lr=1e4, epochs=1
+            synthetic_data_dir, diverged, tboard_with(diverged, BlowUpAfter(1)), impl="scratch", naive_softmax=True
         )
     assert session_status(events(diverged)) == "STATUS_FAILURE"
+    # A run that diverges before finishing any epoch leaves no event file at all.
+    never = tmp_path / "never"
+    with pytest.raises(TrainingDiverged):
+        helpers.fit(synthetic_data_dir, never, tboard_with(never), impl="scratch", naive_softmax=True, lr=1e4, epochs=1)
+    assert not list(never.glob("events.out.tfevents.*"))
     from tensorboard.plugins.hparams import api_pb2
 
     assert tboard.session_end_status() == api_pb2.STATUS_SUCCESS
+
+
+class BlowUpAfter(helpers.training.TrainingCallbacks):
+    """Scales the weights up a millionfold after the given epoch, so the book's naive softmax overflows in the next."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, metrics, model):
+        if metrics.epoch == self.epoch:
+            with torch.no_grad():
+                for parameter in model.weight_bias():
+                    parameter.mul_(1e6)
 
 
 def tboard_with(log_dir: Path, *others):

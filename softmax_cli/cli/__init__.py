@@ -14,7 +14,7 @@ import typer
 
 from softmax_cli import __version__
 from softmax_cli.cli import bench, compare, download, evaluate, plot, runs, sweep, train
-from softmax_cli.cli.options import reports_errors
+from softmax_cli.cli.output import reports_errors
 
 app = typer.Typer(
     name="softmax",

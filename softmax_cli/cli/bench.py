@@ -6,18 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from softmax_cli.cli.options import (
-    DataDirOption,
-    DeviceOption,
-    JsonOption,
-    console,
-    ensure_data,
-    fail,
-    print_json,
-    resolve_device_or_usage_error,
-    results_console,
-    say,
-)
+from softmax_cli.cli.options import DataDirOption, DeviceOption, JsonOption, ensure_data, resolve_device_or_usage_error
+from softmax_cli.cli.output import console, fail, print_json, results_console, say
 from softmax_cli.config import default_workers
 from softmax_cli.paths import resolve_data_dir
 

@@ -24,14 +24,11 @@ from softmax_cli.cli.options import (
     StandardizeOption,
     WeightDecayOption,
     WorkersOption,
-    console,
     ensure_data,
-    fail,
     given_options,
-    print_json,
     resolve_device_or_usage_error,
-    results_console,
 )
+from softmax_cli.cli.output import console, fail, print_json, results_console
 from softmax_cli.paths import resolve_data_dir
 
 DEFAULT_TOLERANCE = 1e-4

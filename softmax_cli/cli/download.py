@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from softmax_cli.cli.options import DataDirOption, console, say
+from softmax_cli.cli.options import DataDirOption
+from softmax_cli.cli.output import console, say
 from softmax_cli.paths import resolve_data_dir
 
 

@@ -15,12 +15,10 @@ from softmax_cli.cli.options import (
     RunsDirOption,
     check_image_path,
     ensure_data,
-    fail,
-    print_json,
     resolve_device_or_usage_error,
-    results_console,
     write_image,
 )
+from softmax_cli.cli.output import fail, print_json, results_console
 from softmax_cli.cli.runs import find_checkpoint
 from softmax_cli.paths import resolve_data_dir
 

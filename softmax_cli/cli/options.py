@@ -1,4 +1,6 @@
-"""What every command shares: the consoles, the one user-error path, option types, JSON output, data set-up.
+"""What every command shares: option types and their checks, devices, data set-up, pictures.
+
+The consoles and the user-error path are in softmax_cli.cli.output.
 
 Option ranges and defaults come from softmax_cli.config (RANGES, Hparams), so the help
 text, the validation here and checkpoint validation cannot drift apart. torch is never
@@ -8,68 +10,19 @@ imported at module level, so `--help` answers instantly.
 from __future__ import annotations
 
 import difflib
-import functools
-import json
 import re
 import shlex
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from softmax_cli.cli.output import console, fail, say
 from softmax_cli.config import IMPLS, LOADERS, PRESETS, RANGES, SCHEDULES, Hparams
-from softmax_cli.errors import DataError, SoftmaxError
+from softmax_cli.errors import DataError
 from softmax_cli.paths import DATA_DIR_ENV
-
-# The stdout/stderr contract. Results a user would keep, pipe or grep (the tables of eval,
-# predict, compare, runs and bench, train's per-epoch rows) go to stdout; progress bars and
-# notes go to `console`, on stderr. With --json the JSON object alone is the result on stdout
-# and the human result moves to stderr, where a person still sees it.
-# No automatic highlighting: numbers and paths in messages keep the colour they are given.
-console = Console(stderr=True, highlight=False)
-
-
-def results_console(as_json: bool = False) -> Console:
-    """Where a command's human result goes: stdout, or stderr's `console` when --json has stdout.
-
-    A fresh stdout Console per command, so it measures the terminal (or $COLUMNS) of this run.
-    """
-    return console if as_json else Console(highlight=False)
-
-
-def say(markup: str) -> None:
-    """One message on stderr, never wrapped in the middle of a path or a command to copy."""
-    console.print(markup, soft_wrap=True)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one red error line on stderr and return the Exit to raise."""
-    # Messages carry paths and user text: never let Rich read "[...]" in them as markup.
-    say(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code)
-
-
-def reports_errors(command):
-    """The one user-error path: a SoftmaxError from the body becomes one `error:` line and exit 1."""
-
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except SoftmaxError as exc:
-            raise fail(str(exc)) from None
-
-    return run
-
-
-def print_json(payload: dict) -> None:
-    """Machine output: one JSON object, alone on stdout."""
-    sys.stdout.write(json.dumps(payload) + "\n")
-    sys.stdout.flush()
 
 
 def checked(name: str):
@@ -224,9 +177,27 @@ DeviceOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout instead; the human output goes to stderr.")
 ]
+
+
+def path_value(value) -> Path:
+    """The parser of path options: an empty value would silently become "." (the current folder)."""
+    if not str(value).strip():
+        raise typer.BadParameter("must be a path, not empty")
+    return Path(value)
+
+
+def folder_value(value) -> Path:
+    """The parser of folder options that softmax writes into: not empty, and not an existing file."""
+    path = path_value(value)
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} exists and is not a folder")
+    return path
+
+
 CheckpointArgument = Annotated[
     Optional[Path],
     typer.Argument(
+        parser=path_value,
         metavar="CHECKPOINT",
         help="A checkpoint written by `softmax train`, or a run folder. [default: the newest run's, under --runs-dir]",
         show_default=False,
@@ -248,6 +219,7 @@ EpochsOption = Annotated[
     Optional[int],
     typer.Option(
         min=RANGES["epochs"].low,
+        max=RANGES["epochs"].high,
         show_default=False,
         help="Epochs in total (a resumed run counts the checkpoint's)." + default_note("epochs"),
     ),
@@ -260,7 +232,12 @@ LrOption = Annotated[
 ]
 BatchSizeOption = Annotated[
     Optional[int],
-    typer.Option(min=RANGES["batch_size"].low, help="Minibatch size." + default_note("batch_size"), show_default=False),
+    typer.Option(
+        min=RANGES["batch_size"].low,
+        max=RANGES["batch_size"].high,
+        help="Minibatch size." + default_note("batch_size"),
+        show_default=False,
+    ),
 ]
 WorkersOption = Annotated[
     Optional[int],
@@ -289,7 +266,10 @@ SeedOption = Annotated[
         help="Seed, set before the weights are drawn." + default_note("seed"),
     ),
 ]
-RunsDirOption = Annotated[Path, typer.Option(help="Folder of the runs: RUNS_DIR/<impl>/<timestamp>-<tag>/.")]
+RunsDirOption = Annotated[
+    Path,
+    typer.Option(parser=folder_value, metavar="DIR", help="Folder of the runs: RUNS_DIR/<impl>/<timestamp>-<tag>/."),
+]
 NaiveSoftmaxOption = Annotated[
     Optional[bool],
     typer.Option(

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from softmax_cli.cli.options import JsonOption, print_json, say, write_image
+from softmax_cli.cli.options import JsonOption, write_image
+from softmax_cli.cli.output import print_json, say
 
 
 def plot(

@@ -13,7 +13,8 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from softmax_cli.cli.options import JsonOption, RunsDirOption, print_json, results_console, say
+from softmax_cli.cli.options import JsonOption, RunsDirOption
+from softmax_cli.cli.output import print_json, results_console, say
 from softmax_cli.errors import SoftmaxError
 
 # How each command that reads a checkpoint says what it does with the one it found.

@@ -14,17 +14,13 @@ from softmax_cli.cli.options import (
     JsonOption,
     PresetOption,
     StandardizeOption,
-    console,
     default_note,
     ensure_data,
-    fail,
     given_options,
-    print_json,
     resolve_device_or_usage_error,
-    results_console,
-    say,
     write_image,
 )
+from softmax_cli.cli.output import console, fail, print_json, results_console, say
 from softmax_cli.config import RANGES
 from softmax_cli.paths import resolve_data_dir
 from softmax_cli.sweep_grid import DEFAULT_VAL_SPLIT, GridError, parse_list

@@ -1,7 +1,7 @@
 """The results of eval, predict, compare, bench and runs, as Rich tables that fit the console.
 
 Each function prints on the console it is given: stdout, or stderr when --json has stdout
-(options.results_console). The fitting itself is render.fit_table's.
+(output.results_console). The fitting itself is render.fit_table's.
 """
 
 from __future__ import annotations
@@ -43,7 +43,13 @@ def render_evaluation(console: Console, path, checkpoint: dict, evaluation, per_
     # Precision: of the images called this class, the share that are; recall: of this class's
     # images, the share found; F1: their harmonic mean.
     rows = [
-        [row["class"], f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"])]
+        [
+            escape(row["class"]),
+            f"{row['precision']:.4f}",
+            f"{row['recall']:.4f}",
+            f"{row['f1']:.4f}",
+            str(row["support"]),
+        ]
         for row in per_class
     ]
     console.print(fit_table(console, PER_CLASS_COLUMNS, rows, title="Per class"))
@@ -72,7 +78,7 @@ def _confusion_matrix(console: Console, confusion, names: list[str]):
             for k, name in enumerate(names):
                 cells = [f"[bold]{int(v)}[/]" if j == k else str(int(v)) for j, v in enumerate(confusion[k])]
                 table.add_row(f"{k} {escape(name)}" if named else str(k), *cells)
-            cells = [str(int(v)) for v in confusion.flatten()] + (list(names) if named else [])
+            cells = [str(int(v)) for v in confusion.flatten()] + ([escape(name) for name in names] if named else [])
             if named:
                 return table, cells
             legend = Text(", ".join(f"{k} {name}" for k, name in enumerate(names)), style="dim")
@@ -99,8 +105,8 @@ def render_predictions(console: Console, rows: list[dict], only_wrong: bool) -> 
     cells = [
         [
             str(r["index"]),
-            r["true"],
-            r["predicted"],
+            escape(r["true"]),  # class names come from the checkpoint file: never markup
+            escape(r["predicted"]),
             f"{r['confidence']:.2f}",
             "ok" if r["correct"] else "[red]wrong[/]",
         ]

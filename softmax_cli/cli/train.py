@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,15 +29,12 @@ from softmax_cli.cli.options import (
     ValSplitOption,
     WeightDecayOption,
     WorkersOption,
-    console,
     ensure_data,
-    fail,
     given_options,
-    print_json,
+    path_value,
     resolve_device_or_usage_error,
-    results_console,
-    say,
 )
+from softmax_cli.cli.output import console, print_json, results_console, say
 from softmax_cli.config import default_workers
 from softmax_cli.paths import resolve_data_dir
 
@@ -55,10 +53,19 @@ def train(
     checkpoint: Annotated[
         Optional[Path],
         typer.Option(
-            help="Checkpoint path, rewritten after every epoch. [default: <run folder>/checkpoint.pt]",
+            parser=path_value,
+            metavar="PATH",
+            help="Checkpoint path, rewritten after every epoch; an existing file there must be a softmax-cli "
+            "checkpoint. [default: <run folder>/checkpoint.pt]",
             show_default=False,
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Let --checkpoint replace an existing file that is not a softmax-cli checkpoint."
+        ),
+    ] = False,
     naive_softmax: NaiveSoftmaxOption = None,
     preset: PresetOption = None,
     momentum: MomentumOption = None,
@@ -69,6 +76,8 @@ def train(
     resume: Annotated[
         Optional[Path],
         typer.Option(
+            parser=path_value,
+            metavar="PATH",
             help="Continue from a checkpoint up to --epochs in total, with its settings and optimizer state.",
             show_default=False,
         ),
@@ -78,6 +87,7 @@ def train(
     """Train softmax regression on Fashion-MNIST: one row per epoch on stdout, TensorBoard logs and a checkpoint."""
     from softmax_cli import checkpoint as ckpt
     from softmax_cli.config import ConflictingOption, resolve_hparams
+    from softmax_cli.training import check_validation_split
 
     given = given_options(
         impl=impl, epochs=epochs, lr=lr, batch_size=batch_size, loader=loader, seed=seed,
@@ -93,8 +103,6 @@ def train(
         raise typer.BadParameter("--naive-softmax is for --impl scratch only", param_hint="--naive-softmax")
     if workers is not None and hparams.loader == "memory":
         say("[yellow]note:[/] --workers only applies to --loader dataloader; ignored")
-    if checkpoint is not None and checkpoint.exists() and checkpoint != resume:
-        say(f"[yellow]note:[/] {escape(str(checkpoint))} exists and will be replaced after the first epoch")
     workers = default_workers() if workers is None else workers
     torch_device = resolve_device_or_usage_error(device)
 
@@ -102,12 +110,30 @@ def train(
     # The options a printed command must repeat: those given, not the defaults this machine resolves.
     again = _given_location_options(data_dir, runs_dir, device)
     try:
-        ensure_data(target)
-        result = _run_training(
-            hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume, again, as_json
-        )
+        with ExitStack() as claimed:
+            if checkpoint is not None:
+                # Claimed before anything else happens: a refusal comes at once, and the path stays ours.
+                claimed.enter_context(ckpt.claim_checkpoint_path(checkpoint, overwrite=overwrite))
+                if checkpoint.exists() and checkpoint != resume:
+                    say(f"[yellow]note:[/] {escape(str(checkpoint))} exists and will be replaced after the first epoch")
+            ensure_data(target)
+            check_validation_split(hparams, target)
+            result = _run_training(
+                hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume, again, as_json
+            )
     except KeyboardInterrupt:
-        raise fail("interrupted before the first epoch finished; nothing was written", code=130) from None
+        # Stopped before training began (fetching or reading the data, say): reported like any stop.
+        from softmax_cli.training import TrainingResult
+
+        result = TrainingResult(
+            hparams,
+            torch_device,
+            history=list(resumed["history"]) if resumed else [],
+            checkpoint=None,
+            epochs_done=resumed["epoch"] if resumed else 0,
+            interrupted=True,
+        )
+        _report_interruption(result, resume, again)
     if as_json:
         print_json(_train_json(result))
     if result.interrupted:
@@ -126,37 +152,70 @@ def _given_location_options(data_dir: Optional[Path], runs_dir: Path, device: st
     return options
 
 
+class _StopsRecordedWhileClosing:
+    """A training callback: once training ends, a stop request is recorded, no longer raised.
+
+    What is left (closing the logs, the report) is short, and cutting it short would leave
+    an event file unclosed or a report that says less than was saved. Duck-typed like
+    every callback, so this module does not import torch.
+    """
+
+    def on_train_start(self, plan) -> None: ...
+    def on_batch_end(self) -> None: ...
+    def on_epoch_end(self, metrics, model) -> None: ...
+
+    def on_train_end(self, result, model) -> None:
+        from softmax_cli import stops
+
+        stops.closing()
+
+
 def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path, again, as_json):
     """Create the run folder, train with the progress display and TensorBoard, and report how it ended."""
+    from softmax_cli import checkpoint as ckpt
     from softmax_cli import training
     from softmax_cli.cli.render import TrainingDisplay
     from softmax_cli.config import RunPaths
     from softmax_cli.runs import CHECKPOINT_NAME, RunSummaryWriter, make_run_dir
     from softmax_cli.tboard import TensorBoardLogger
 
-    tag = hparams.resumed_run_tag(resumed["epoch"]) if resumed else hparams.run_tag
-    log_dir = make_run_dir(runs_dir, hparams.impl, tag)
-    paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
+    new_folders = [folder for folder in (runs_dir, runs_dir / hparams.impl) if not folder.exists()]
     display = TrainingDisplay(console, results_console(as_json))
-    callbacks = training.CallbackList([display, TensorBoardLogger(log_dir), RunSummaryWriter(log_dir, resume_path)])
+
+    def warn(message: str) -> None:
+        say(f"[yellow]warning:[/] {escape(message)}")
+
     try:
-        with display:
-            result = training.fit(hparams, paths, device, callbacks, workers=workers, resume_from=resumed)
-    except BaseException:
-        # Failed or interrupted before training began: leave no empty run folder behind.
-        if log_dir.is_dir() and not any(log_dir.iterdir()):
-            log_dir.rmdir()
-        raise
+        tag = hparams.resumed_run_tag(resumed["epoch"]) if resumed else hparams.run_tag
+        log_dir = make_run_dir(runs_dir, hparams.impl, tag)
+        new_folders.append(log_dir)
+        paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
+        # The logs are by-products: a full disk under them must not cost the training or its checkpoint.
+        tensorboard = training.BestEffort(TensorBoardLogger(log_dir), "TensorBoard logging", warn)
+        summary = training.BestEffort(RunSummaryWriter(log_dir, resume_path), "the run summary (summary.json)", warn)
+        callbacks = training.CallbackList([_StopsRecordedWhileClosing(), display, tensorboard, summary])
+        with ExitStack() as claimed:
+            if checkpoint is None:
+                claimed.enter_context(ckpt.claim_checkpoint_path(paths.checkpoint))
+            with display:
+                result = training.fit(hparams, paths, device, callbacks, workers=workers, resume_from=resumed)
+    finally:
+        # A run that completed no epoch (failed, interrupted, diverged) leaves no folder behind.
+        _remove_empty(new_folders)
+    if not log_dir.is_dir():
+        result.log_dir = None
     if result.interrupted:
-        _report_interruption(result, again)
+        _report_interruption(result, resume_path, again)
     elif result.history:
         last = result.history[-1]
         evaluate = shlex.join(["softmax", "eval", str(result.checkpoint), *_without(again, "--runs-dir")])
-        tensorboard = shlex.join(["tensorboard", "--logdir", str(log_dir)])
+        command = escape(shlex.join(["tensorboard", "--logdir", str(log_dir)]))
+        logs = f"TensorBoard: {command}"
+        if tensorboard.failure:
+            logs = f"TensorBoard (incomplete, logging stopped: {escape(tensorboard.failure)}): {command}"
         say(
             f"[green]Done[/]: test acc {last['test_acc']:.4f}, train loss {last['train_loss']:.4f}. "
-            f"Checkpoint: {escape(str(result.checkpoint))}\n"
-            f"Evaluate it: {escape(evaluate)}\nTensorBoard: {escape(tensorboard)}"
+            f"Checkpoint: {escape(str(result.checkpoint))}\nEvaluate it: {escape(evaluate)}\n{logs}"
         )
     return result
 
@@ -169,14 +228,33 @@ def _without(options: list[str], flag: str) -> list[str]:
     return options[:at] + options[at + 2 :]
 
 
-def _report_interruption(result, again: list[str]) -> None:
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove those of these folders (made by this run) that are empty, deepest first."""
+    for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty, or already gone: it stays as it is
+
+
+def _report_interruption(result, resume_path, again: list[str]) -> None:
     """Say what was kept, and the command that continues the run."""
-    if not result.checkpoint:
-        say("[yellow]Interrupted[/]: no epoch completed, so no checkpoint was written")
+    continue_from = result.checkpoint or resume_path
+    if result.checkpoint:
+        say(
+            f"[yellow]Interrupted[/]: the checkpoint of epoch {result.epochs_done}, the last completed, "
+            f"is {escape(str(result.checkpoint))}"
+        )
+    elif resume_path:
+        say(
+            f"[yellow]Interrupted[/]: no new epoch completed; {escape(str(resume_path))} still holds "
+            f"epoch {result.epochs_done}"
+        )
+    else:
+        say("[yellow]Interrupted[/] before the first epoch finished: no checkpoint was written")
         return
-    say(f"[yellow]Interrupted[/]: the checkpoint of the last completed epoch is {escape(str(result.checkpoint))}")
     continue_command = shlex.join([
-        "softmax", "train", "--resume", str(result.checkpoint), "--epochs", str(result.hparams.epochs), *again,
+        "softmax", "train", "--resume", str(continue_from), "--epochs", str(result.hparams.epochs), *again,
     ])  # fmt: skip
     say(f"Continue with: {escape(continue_command)}")
 
@@ -185,10 +263,10 @@ def _train_json(result) -> dict:
     return {
         "impl": result.hparams.impl,
         "device": str(result.device),
-        "epochs": len(result.history),
+        "epochs": result.epochs_done,
         "history": result.history,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-        "log_dir": str(result.log_dir),
+        "log_dir": str(result.log_dir) if result.log_dir else None,
         "hparams": result.hparams.as_dict(),
         "interrupted": result.interrupted,
     }
