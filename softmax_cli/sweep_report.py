@@ -2,8 +2,8 @@
 validation accuracy against learning rate.
 
 TensorBoard: each configuration gets runs/sweep/<sweep>/<config tag>/ with the same scalar
-tags as a `softmax train` run (tboard.SCALAR_TAGS) and its hyperparameters with the final
-metrics, so TensorBoard's HPARAMS tab compares the whole grid. A group's runs are written when
+tags as a `softmax train` run (tboard.SCALAR_TAGS) and its hyperparameters (TensorBoard's own records,
+as a `train` run's), so TensorBoard's HPARAMS tab compares the whole grid. A group's runs are written when
 the group ends, one writer at a time (a thousand open writers would be a thousand threads).
 
 The figure is drawn with matplotlib's object API on the Agg canvas (no pyplot, no display),
@@ -18,9 +18,7 @@ from pathlib import Path
 
 from softmax_cli.sweep import ConfigResult, GroupPlan, SweepCallbacks
 from softmax_cli.sweep_grid import SHORT_NAMES, format_value, varying
-from softmax_cli.tboard import SCALAR_TAGS
-
-FINAL_METRICS = ("train_loss", "train_acc", "val_acc", "test_acc")
+from softmax_cli.tboard import SCALAR_TAGS, session_end_status, session_end_summary, session_start_summary
 
 
 class SweepTensorBoard(SweepCallbacks):
@@ -35,11 +33,12 @@ class SweepTensorBoard(SweepCallbacks):
                 for field, tag in SCALAR_TAGS.items():
                     if entry.get(field) is not None:
                         writer.add_scalar(tag, entry[field], entry["epoch"])
-            final = member.final if not member.diverged else None
-            metrics = {f"hparam/{key}": final[key] if final else math.nan for key in FINAL_METRICS}
+            # TensorBoard's own HPARAMS records, as `softmax train` writes them (tboard.py says why not
+            # add_hparams): the settings typed, the scalar tags as metric columns, diverged as a failure.
+            trial_id = f"{member.log_dir.parent.name}/{member.log_dir.name}"
             hparams = {**member.hparams.as_dict(), "diverged": member.diverged}
-            # run_name="." keeps the hparams record in this run's folder instead of a new sub-folder.
-            writer.add_hparams(hparams, metrics, run_name=".")
+            writer.file_writer.add_summary(session_start_summary(hparams, trial_id))
+            writer.file_writer.add_summary(session_end_summary(session_end_status(diverged=member.diverged)))
             writer.close()
 
 

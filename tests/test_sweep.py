@@ -308,7 +308,8 @@ def test_tensorboard_has_a_run_per_configuration_with_hparams(synthetic_data_dir
         content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
         start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
         assert start.hparams["lr"].number_value == config["hparams"]["lr"]
-        assert start.hparams["seed"].number_value == config["hparams"]["seed"]
+        assert start.hparams["seed"].string_value == str(config["hparams"]["seed"])  # text, as a train run's
+        assert start.hparams["diverged"].bool_value is False
 
 
 def test_the_figure_has_one_line_per_other_setting_and_the_png_is_written(synthetic_data_dir, tmp_path):
