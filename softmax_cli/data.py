@@ -12,6 +12,10 @@ shaped B x 1 x 28 x 28 and y int64, plus len() = batches per epoch):
 On CPU both draw their shuffling order from the same kind of seeded generator, so
 for the same seed they produce the very same batches (ToTensor scales with the same
 float division by 255), which makes the fast path checkable against the book's.
+
+The memory loader never imports torchvision (importing it costs about as much as torch
+itself): the IDX files are read and verified by softmax_cli.verified and turned into
+tensors with torch.frombuffer, and the class names are facts in softmax_cli.fashion_mnist.
 """
 
 from __future__ import annotations
@@ -23,21 +27,19 @@ from typing import Iterator
 import torch
 
 from softmax_cli.config import Hparams
-from softmax_cli.dataset_files import IMAGE_SIDE
 from softmax_cli.errors import DataError
+from softmax_cli.fashion_mnist import CLASS_NAMES, IMAGE_SIDE, SPLIT_FILES
+from softmax_cli.fashion_mnist import NUM_CLASSES as NUM_CLASSES  # re-exported: models, evaluation, viz
+from softmax_cli.idx import IdxFile
 from softmax_cli.paths import raw_dir
+from softmax_cli.verified import read_verified, repair_hint
 
 NUM_INPUTS = IMAGE_SIDE * IMAGE_SIDE
-NUM_CLASSES = 10
-# torchvision's file prefixes for the two splits
-_SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 
 
 def class_names() -> list[str]:
-    """The ten class names, as torchvision's FashionMNIST lists them."""
-    from torchvision.datasets import FashionMNIST
-
-    return list(FashionMNIST.classes)
+    """The ten class names, in label order (torchvision's FashionMNIST.classes)."""
+    return list(CLASS_NAMES)
 
 
 @dataclass
@@ -55,28 +57,20 @@ class Split:
 
 
 def read_split(data_dir: Path, split: str) -> Split:
-    """Read the uncompressed IDX files of 'train' or 'test' with torchvision's parser."""
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-
-    folder = raw_dir(data_dir)
-    prefix = _SPLIT_PREFIX[split]
-    image_path = folder / f"{prefix}-images-idx3-ubyte"
-    label_path = folder / f"{prefix}-labels-idx1-ubyte"
-    try:
-        images = read_image_file(str(image_path))
-        labels = read_label_file(str(label_path))
-    except FileNotFoundError as exc:
-        raise DataError(f"missing dataset file {exc.filename}; run `softmax download`") from None
-    # torchvision's parser signals a malformed file with a bare assert or a reshape error
-    except (AssertionError, RuntimeError, ValueError, KeyError) as exc:
+    """The 'train' or 'test' split of data_dir, its files verified (softmax_cli.verified); DataError otherwise."""
+    image_name, label_name = SPLIT_FILES[split]
+    images, labels = read_verified(data_dir, image_name), read_verified(data_dir, label_name)
+    if images.count != labels.count or images.count == 0:
         raise DataError(
-            f"{folder} holds a malformed IDX file ({exc or 'bad header'}); run `softmax download --force`"
-        ) from None
-    if images.dim() != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE) or len(images) != len(labels):
-        raise DataError(
-            f"{image_path.name} and {label_path.name} do not form a 28x28 image split; run `softmax download --force`"
+            f"{raw_dir(data_dir)} holds {images.count} {split} images but {labels.count} labels; "
+            f"{repair_hint(data_dir)}"
         )
-    return Split(images, labels.to(torch.int64))
+    return Split(_as_tensor(images).view(-1, IMAGE_SIDE, IMAGE_SIDE), _as_tensor(labels).to(torch.int64))
+
+
+def _as_tensor(idx_file: IdxFile) -> torch.Tensor:
+    """The payload as a uint8 tensor sharing the file's buffer: no copy, and one byte needs no byte swap."""
+    return torch.frombuffer(idx_file.data, dtype=torch.uint8, offset=idx_file.header_bytes)
 
 
 def validation_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

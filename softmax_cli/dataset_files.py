@@ -1,21 +1,22 @@
-"""The four Fashion-MNIST files: what they are, how to check them, and how to take them from a folder.
+"""The four Fashion-MNIST files in the data dir: what is there, and putting a verified file in place.
 
-The facts (names, official md5s, IDX headers) and the checks built on them live here,
-apart from the network code in softmax_cli.download, because every path that puts a
-file into the data dir shares them: a download, an import with `--from DIR`, and the
-re-extraction of a damaged file from its verified .gz. Each writes through
-softmax_cli.atomic, and checks md5 and IDX header *before* the rename, so no partial
-or unverified file is ever left under a final name.
+Every path that puts a file into the data dir (a download, an import with `--from DIR`,
+the re-extraction of a damaged file from its verified .gz) shares this module: it writes
+through softmax_cli.atomic and checks md5, IDX header and labels *before* the rename, so
+no partial or unverified file is ever left under a final name, and it records what it
+verified (softmax_cli.verified) so that later runs need not hash the files again. A file
+found wrong in place (not the official content, damaged, a symlink loop, unreadable) is
+replaced; the network code is in softmax_cli.download.
 
-Library code only: no Typer, no Rich, no torch at import time, never prints. Every
-failure a user can act on is raised as `DataError`.
+Library code only: no Typer, no Rich, no torch, never prints. Every failure a user can act
+on is raised as `DataError`.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import struct
+import os
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,36 +26,32 @@ from typing import IO, BinaryIO, Protocol
 
 from softmax_cli.atomic import atomic_write
 from softmax_cli.errors import DataError
+from softmax_cli.fashion_mnist import RAW_MD5
+from softmax_cli.idx import (
+    MAX_EXAMPLES,
+    IdxError,
+    check_header,
+    check_payload,
+    holds_images,
+    os_reason,
+    read_idx_file,
+    regular_file,
+)
 from softmax_cli.paths import raw_dir
+from softmax_cli.verified import VerifiedStamp, raw_problem, record_written, repair_hint
 
 __all__ = [
-    "IMAGE_SIDE",
-    "OFFICIAL_UNCOMPRESSED_MD5",
     "DownloadProgress",
     "FileResult",
     "dataset_present",
     "holds_dataset_files",
 ]
 
-# md5 of the UNCOMPRESSED official files, used to verify an import of uncompressed IDX
-# files (torchvision only lists the md5s of the .gz files). Origin: the official Zalando
-# Research release, as recorded in shared/data/fashion-mnist/PROVENANCE.md. The keys also
-# name the four files every reader of the dataset needs.
-OFFICIAL_UNCOMPRESSED_MD5: Mapping[str, str] = {
-    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
-    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
-    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
-}
-
 STATUS_PRESENT = "present"
 STATUS_DOWNLOADED = "downloaded"
 STATUS_IMPORTED = "imported"
 
 CHUNK_BYTES = 1 << 20
-IDX_IMAGES_MAGIC = 0x00000803
-IDX_LABELS_MAGIC = 0x00000801
-IMAGE_SIDE = 28  # pixels per side of every image; softmax_cli.data reads it from here
 
 
 class DownloadProgress(Protocol):
@@ -104,18 +101,33 @@ class LocalWriteError(OSError):
 
 
 def dataset_present(data_dir: Path) -> bool:
-    """True when the four uncompressed IDX files exist in raw_dir(data_dir).
+    """True when the four uncompressed IDX files are in raw_dir(data_dir), False when one is missing.
 
-    Cheap on purpose (no md5, no torchvision import): train/eval call it before reading,
-    and the readers check the headers themselves.
+    Cheap on purpose (stat only, no torch): train/eval call it before reading, and the
+    readers verify the files themselves. A file that is there but unusable (a symlink
+    loop, a folder, unreadable) is a DataError saying so, not "missing".
     """
     folder = raw_dir(data_dir)
-    return all((folder / name).is_file() for name in OFFICIAL_UNCOMPRESSED_MD5)
+    present = True
+    for name in RAW_MD5:
+        try:
+            if regular_file(folder / name) is None:
+                present = False
+        except DataError as exc:
+            raise DataError(f"{exc}; {repair_hint(data_dir)}") from None
+    return present
 
 
 def holds_dataset_files(folder: Path) -> bool:
     """True when `folder` itself holds the four files, gzipped or not: something `--from` can import."""
-    return all((folder / name).is_file() or (folder / f"{name}.gz").is_file() for name in OFFICIAL_UNCOMPRESSED_MD5)
+    return all(_is_file(folder / name) or _is_file(folder / f"{name}.gz") for name in RAW_MD5)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def uncompressed_name(gz_name: str) -> str:
@@ -123,51 +135,90 @@ def uncompressed_name(gz_name: str) -> str:
 
 
 def present_file(
-    folder: Path, gz_name: str, gz_md5: str, expected_raw_md5: Mapping[str, str], report: DownloadProgress
+    folder: Path,
+    gz_name: str,
+    gz_md5: str,
+    expected_raw_md5: Mapping[str, str],
+    report: DownloadProgress,
+    stamp: VerifiedStamp,
 ) -> FileResult | None:
-    """A "present" result when a valid copy is already in folder, else None.
+    """A "present" result when a verified copy of the uncompressed file is in folder, else None.
 
-    Valid: the .gz has the right md5 and its extracted file has a good IDX header (the
-    extracted file is rebuilt from the verified .gz if it is missing or damaged), or,
-    after an uncompressed-only import, the uncompressed file has its known md5.
+    Verified: its stamp entry matches (no read at all), or it has its expected md5, or it
+    can be rebuilt from a .gz with the right md5 that is already there. A .gz kept beside
+    it must be the right one too. Anything else found in their place is reported in a
+    note and left for the caller to replace.
     """
-    gz_path = folder / gz_name
     raw_name = uncompressed_name(gz_name)
-    raw_path = folder / raw_name
-    if gz_path.is_file() and md5_of(gz_path) == gz_md5:
-        if not _has_valid_idx_header(raw_path):
-            report.note(f"re-extracting {raw_name} from the verified {gz_name}")
-            try:
-                with data_file(raw_path) as out:
-                    extract_checked(gz_path, out, raw_name, str(gz_path))
-            except Rejected:
-                return None  # a fresh fetch will say what is wrong
-        return FileResult(gz_name, STATUS_PRESENT, str(gz_path))
-    known_md5 = expected_raw_md5.get(raw_name)
-    if known_md5 and raw_path.is_file() and md5_of(raw_path) == known_md5:
-        return FileResult(raw_name, STATUS_PRESENT, str(raw_path))
+    raw_path, gz_path = folder / raw_name, folder / gz_name
+    expected = expected_raw_md5.get(raw_name)
+    problem = None
+    try:
+        status = regular_file(raw_path)
+    except DataError as exc:  # a symlink loop, a folder, ...: replaced like a wrong file
+        status, problem = None, str(exc)
+    if status is not None:
+        entry = stamp.matching(raw_name, status.st_size, status.st_mtime_ns)
+        # Verified: the known uncompressed content, or what the expected .gz extracts to.
+        if entry is None or (entry["md5"] != expected and entry.get("gz_md5") != gz_md5):
+            problem = raw_problem(raw_path, raw_name, expected, stamp) if expected else f"{raw_path} is unverified"
+        if problem is None:
+            problem = _gz_problem(gz_path, gz_md5, stamp)
+            if problem is None:
+                return _present_result(folder, gz_name)
+            report.note(f"{problem}; fetching it again")
+            return None
+    if _gz_problem(gz_path, gz_md5, stamp) is None and _is_file(gz_path):
+        what = f"{problem}; re-extracting it" if problem else f"re-extracting {raw_name}"
+        report.note(f"{what} from the verified {gz_name}")
+        try:
+            with data_file(raw_path) as out:
+                raw_md5 = extract_checked(gz_path, out, raw_name, str(gz_path))
+        except Rejected:
+            return None  # a fresh fetch will say what is wrong
+        record_written(stamp, raw_path, raw_md5, gz_md5)
+        return _present_result(folder, gz_name)
+    if problem:
+        report.note(f"{problem}; replacing it")
     return None
 
 
-def md5_of(path: Path) -> str:
-    """md5 of a file (torchvision's helper), or "" when it cannot be read."""
-    from torchvision.datasets.utils import calculate_md5
-
+def _gz_problem(gz_path: Path, gz_md5: str, stamp: VerifiedStamp) -> str | None:
+    """None when no .gz is there or it is the expected one (then recorded), else what is wrong with it."""
     try:
-        return calculate_md5(path)
-    except OSError:
-        return ""
+        status = regular_file(gz_path)
+    except DataError as exc:
+        return str(exc)
+    if status is None:
+        return None
+    entry = stamp.matching(gz_path.name, status.st_size, status.st_mtime_ns)
+    if entry is not None and entry["md5"] == gz_md5:
+        return None
+    actual = md5_of(gz_path)
+    if actual != gz_md5:
+        return f"{gz_path} is damaged (md5 {actual or 'unreadable'}, expected {gz_md5})"
+    stamp.record(gz_path.name, status.st_size, status.st_mtime_ns, actual)
+    return None
 
 
-def _has_valid_idx_header(path: Path) -> bool:
-    """Whether path is an IDX file whose header matches its name and its length."""
+def _present_result(folder: Path, gz_name: str) -> FileResult:
+    """Named after the .gz when it is there too (a download), else after the uncompressed file (an import of those)."""
+    path = folder / gz_name
+    if not _is_file(path):
+        path = folder / uncompressed_name(gz_name)
+    return FileResult(path.name, STATUS_PRESENT, str(path))
+
+
+def md5_of(path: Path) -> str:
+    """md5 of a file, or "" when it cannot be read."""
+    digest = hashlib.md5(usedforsecurity=False)
     try:
         with path.open("rb") as file:
-            head = file.read(16)
-        check_idx(path.name, head, path.stat().st_size)
-    except (OSError, Rejected):
-        return False
-    return True
+            while chunk := file.read(CHUNK_BYTES):
+                digest.update(chunk)
+    except OSError:
+        return ""
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- import from a folder
@@ -186,9 +237,9 @@ def plan_import(source_dir: Path, resources: Sequence[tuple[str, str]]) -> dict[
     missing = []
     for gz_name, _ in resources:
         gz_path, raw_path = source_dir / gz_name, source_dir / uncompressed_name(gz_name)
-        if gz_path.is_file():
+        if _is_file(gz_path):
             plan[gz_name] = gz_path
-        elif raw_path.is_file():
+        elif _is_file(raw_path):
             plan[gz_name] = raw_path
         else:
             missing.append(gz_name)
@@ -207,6 +258,7 @@ def import_file(
     gz_md5: str,
     expected_raw_md5: Mapping[str, str],
     report: DownloadProgress,
+    stamp: VerifiedStamp,
 ) -> FileResult:
     """Copy one file from the --from folder through a temp file, verify it and rename it into place."""
     is_gz = source.name == gz_name
@@ -218,18 +270,18 @@ def import_file(
             f"no md5 known for uncompressed {name}, so it cannot be verified; put the .gz files in --from DIR instead"
         )
     try:
-        with source.open("rb") as reader:
-            report.file_started(name, source.stat().st_size, str(source))
+        with open_source(source) as reader:
+            report.file_started(name, os.fstat(reader.fileno()).st_size, str(source))
             if is_gz:
                 with data_file(folder / raw_name) as raw_out, data_file(folder / gz_name) as gz_out:
                     _, actual_md5 = _copy_from_source(reader, gz_out, source, report)
                     check_md5(name, expected_md5, actual_md5)
                     gz_out.flush()  # extract_checked reads the .gz back from its temp path
-                    extract_checked(Path(gz_out.name), raw_out, raw_name, str(source))
+                    raw_md5 = extract_checked(Path(gz_out.name), raw_out, raw_name, str(source))
             else:
                 with data_file(folder / name) as out:
-                    _, actual_md5 = _copy_from_source(reader, out, source, report)
-                    check_md5(name, expected_md5, actual_md5)
+                    _, raw_md5 = _copy_from_source(reader, out, source, report)
+                    check_md5(name, expected_md5, raw_md5)
                     out.flush()
                     check_idx_file(Path(out.name), name)
     except OSError as exc:  # opening or sizing the source; reading it is handled in _copy_from_source
@@ -238,8 +290,18 @@ def import_file(
         raise DataError(
             f"cannot import {source}: {rejection}; check the files in --from DIR, or download with --mirror URL"
         ) from None
+    record_written(stamp, folder / raw_name, raw_md5, gz_md5 if is_gz else None)
+    if is_gz:
+        record_written(stamp, folder / gz_name, gz_md5, None)
     report.file_finished(name, STATUS_IMPORTED)
     return FileResult(name, STATUS_IMPORTED, str(source))
+
+
+def open_source(source: Path) -> BinaryIO:
+    """Open a --from file; only a regular file (a FIFO would block, a device never end)."""
+    if regular_file(source) is None:
+        raise FileNotFoundError(2, "No such file or directory", str(source))
+    return source.open("rb")
 
 
 def _copy_from_source(reader: BinaryIO, out: IO[bytes], source: Path, report: DownloadProgress) -> tuple[int, str]:
@@ -253,7 +315,7 @@ def _copy_from_source(reader: BinaryIO, out: IO[bytes], source: Path, report: Do
 
 
 def _unreadable_source(source: Path, exc: OSError) -> DataError:
-    return DataError(f"cannot read {source}: {exc.strerror or exc}; check the --from DIR folder")
+    return DataError(f"cannot read {source}: {os_reason(exc)}; check the --from DIR folder")
 
 
 # --------------------------------------------------------------------------- writing and checking
@@ -284,11 +346,14 @@ def data_file(final: Path) -> Iterator[IO[bytes]]:
 def stream_to_file(reader: BinaryIO, out: IO[bytes], report: DownloadProgress) -> tuple[int, str]:
     """Copy reader into out chunk by chunk, reporting progress; return (bytes, md5 hex).
 
-    Errors from reader propagate as they are; errors writing out become LocalWriteError.
+    read1 where the reader has it: one system call per chunk, so progress (and the
+    download's too-slow watch) sees a trickle as it comes instead of waiting for a full
+    chunk. Errors from reader propagate as they are; errors writing out become LocalWriteError.
     """
+    read = getattr(reader, "read1", None) or reader.read
     digest = hashlib.md5(usedforsecurity=False)
     received = 0
-    while chunk := reader.read(CHUNK_BYTES):
+    while chunk := read(CHUNK_BYTES):
         digest.update(chunk)
         try:
             out.write(chunk)
@@ -299,22 +364,35 @@ def stream_to_file(reader: BinaryIO, out: IO[bytes], report: DownloadProgress) -
     return received, digest.hexdigest()
 
 
-def extract_checked(gz_path: Path, out: IO[bytes], name: str, source: str) -> None:
-    """Decompress gz_path into out and check the IDX header of what came out."""
+def extract_checked(gz_path: Path, out: IO[bytes], name: str, source: str) -> str:
+    """Decompress gz_path into out, check what came out (IDX header, labels); return its md5.
+
+    The .gz was verified by its md5 before, which fixes what it extracts to.
+    """
     head = b""
+    labels = bytearray()
     size = 0
+    digest = hashlib.md5(usedforsecurity=False)
     try:
         with gzip.open(gz_path, "rb") as reader:
             while chunk := reader.read(CHUNK_BYTES):
                 if len(head) < 16:
                     head += chunk[: 16 - len(head)]
+                if not holds_images(name) and len(labels) <= 8 + MAX_EXAMPLES:
+                    labels += chunk  # more than that fails the header check below anyway
                 out.write(chunk)
+                digest.update(chunk)
                 size += len(chunk)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise Rejected(f"{gz_path.name} from {source} is not a valid gzip file ({exc})") from None
     except OSError as exc:
         raise LocalWriteError(Path(out.name), exc).as_data_error() from None
-    check_idx(name, head, size)
+    try:
+        check_header(name, head, size)
+        check_payload(name, bytes(labels[8:]))
+    except IdxError as exc:
+        raise Rejected(str(exc)) from None
+    return digest.hexdigest()
 
 
 def check_md5(name: str, expected: str, actual: str) -> None:
@@ -323,34 +401,13 @@ def check_md5(name: str, expected: str, actual: str) -> None:
 
 
 def check_idx_file(path: Path, name: str) -> None:
-    """Check the IDX header of an uncompressed file against its name and length."""
-    with path.open("rb") as file:
-        head = file.read(16)
-    check_idx(name, head, path.stat().st_size)
-
-
-def check_idx(name: str, head: bytes, size: int) -> None:
-    """Raise Rejected unless head is an IDX header for name's kind whose payload fills size bytes.
-
-    Images ("idx3" in the name): magic 0x00000803, N, 28, 28, then N*28*28 bytes.
-    Labels ("idx1"): magic 0x00000801, N, then N bytes.
-    """
-    wants_images = "idx3" in name
-    expected_magic = IDX_IMAGES_MAGIC if wants_images else IDX_LABELS_MAGIC
-    header_len = 16 if wants_images else 8
-    if len(head) < header_len:
-        raise Rejected(f"{name} has a wrong IDX header: only {size} bytes long")
-    magic, count = struct.unpack(">II", head[:8])
-    if magic != expected_magic:
-        raise Rejected(f"{name} has a wrong IDX header: magic 0x{magic:08x}, expected 0x{expected_magic:08x}")
-    item_bytes = 1
-    if wants_images:
-        rows, cols = struct.unpack(">II", head[8:16])
-        if (rows, cols) != (IMAGE_SIDE, IMAGE_SIDE):
-            raise Rejected(f"{name} has a wrong IDX header: images are {rows}x{cols}, expected 28x28")
-        item_bytes = rows * cols
-    expected_size = header_len + count * item_bytes
-    if size != expected_size:
-        raise Rejected(
-            f"{name} has a wrong IDX header: it announces {count} items ({expected_size} bytes) but holds {size} bytes"
-        )
+    """Check an uncompressed file: its IDX header against its name and length, and its labels."""
+    try:
+        if holds_images(name):
+            with path.open("rb") as file:
+                head = file.read(16)
+            check_header(name, head, path.stat().st_size)
+        else:
+            check_payload(name, read_idx_file(path, name).payload)
+    except IdxError as exc:
+        raise Rejected(str(exc)) from None

@@ -1,20 +1,23 @@
 """Fetch the four Fashion-MNIST files into the data dir, each verified before it is accepted.
 
-torchvision supplies what it knows: the file names, their md5s and the default mirror
-(`torchvision.datasets.FashionMNIST.resources` / `.mirrors`). Its own downloader lacks
-what a CLI needs, so this module adds it by hand: connect/read timeouts, a retry with
-backoff on transient failures, byte progress reported through a callback, and one-line
-errors that say what to try. What a file must be (md5, IDX header), the atomic writes
-that never leave a partial or unverified file under a final name, and the import from
-a local folder live in softmax_cli.dataset_files; the names callers use are re-exported
-here.
+The file names, their md5s and the default mirror are torchvision's
+(`FashionMNIST.resources` / `.mirrors`), written down in softmax_cli.fashion_mnist so
+that a no-op download imports neither torchvision nor torch. torchvision's downloader
+lacks what a CLI needs, so this module adds it by hand: connect/read timeouts, a minimum
+transfer rate (softmax_cli.transfer_watch: urllib's timeout is per read, so a trickling
+mirror would never end), a retry with backoff on transient failures, byte progress
+reported through a callback, and one-line errors that say what to try. What a file must
+be, the atomic writes that never leave a partial or unverified file under a final name,
+and the import from a local folder live in softmax_cli.dataset_files and
+softmax_cli.verified; the names callers use are re-exported here.
 
-Library code only: no Typer, no Rich, no torch at import time, never prints. Every
-failure a user can act on is raised as `DataError`.
+Library code only: no Typer, no Rich, no torch, never prints. Every failure a user can
+act on is raised as `DataError`.
 """
 
 from __future__ import annotations
 
+import errno
 import http.client
 import ssl
 import time
@@ -22,11 +25,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from softmax_cli.dataset_files import (
-    IMAGE_SIDE,
-    OFFICIAL_UNCOMPRESSED_MD5,
     STATUS_DOWNLOADED,
     STATUS_IMPORTED,
     STATUS_PRESENT,
@@ -46,11 +48,12 @@ from softmax_cli.dataset_files import (
     uncompressed_name,
 )
 from softmax_cli.errors import DataError
+from softmax_cli.fashion_mnist import GZ_RESOURCES, MIRRORS, RAW_MD5
 from softmax_cli.paths import raw_dir
+from softmax_cli.transfer_watch import TransferWatch
+from softmax_cli.verified import VerifiedStamp, record_written
 
 __all__ = [
-    "IMAGE_SIDE",
-    "OFFICIAL_UNCOMPRESSED_MD5",
     "STATUS_DOWNLOADED",
     "STATUS_IMPORTED",
     "STATUS_PRESENT",
@@ -60,11 +63,17 @@ __all__ = [
     "ensure_dataset",
     "fetch_dataset",
     "holds_dataset_files",
+    "mirror_problem",
     "raw_dir",
 ]
 
 SUPPORTED_SCHEMES = ("http://", "https://", "file://")
 RETRY_BACKOFF_S = 0.5  # waits 0.5 s, then 1 s, ... between tries of one mirror
+# A mirror that delivers under MIN_RATE_BYTES_PER_S over RATE_WINDOW_S seconds is abandoned
+# (not retried: a slow mirror stays slow) and the next one tried. 10 kB/s still fetches the
+# 26 MB train images in 45 minutes; a mirror that has sent almost nothing is left after 30 s.
+MIN_RATE_BYTES_PER_S = 10_000.0
+RATE_WINDOW_S = 30.0
 USER_AGENT = "softmax-cli (+https://github.com/zalandoresearch/fashion-mnist)"
 
 FROM_HINT = "import local files with --from DIR"
@@ -108,6 +117,8 @@ def fetch_dataset(
     timeout: float = 30.0,
     retries: int = 2,
     uncompressed_md5s: Mapping[str, str] | None = None,
+    min_rate: float | None = None,
+    rate_window: float | None = None,
 ) -> list[FileResult]:
     """Put every resource's verified .gz and its extracted IDX file into raw_dir(data_dir).
 
@@ -115,59 +126,86 @@ def fetch_dataset(
     source_dir: import from a local folder instead (the .gz files, or the uncompressed
     IDX files). resources: (gz name, gz md5) pairs, default torchvision's.
     uncompressed_md5s: md5 per uncompressed name for uncompressed imports (default: the
-    official table). A file already present and valid is reported "present" and left
-    alone unless force. retries: extra tries per mirror on transient failures.
-    Raises DataError with a one-line message on any failure.
+    official table). A file already present and
+    verified is reported "present" and left alone unless force; one found wrong is
+    replaced. retries: extra tries per mirror on transient failures. min_rate (bytes/s)
+    and rate_window (s): a mirror slower than that is abandoned (defaults: the module's
+    MIN_RATE_BYTES_PER_S and RATE_WINDOW_S). Raises DataError with a one-line message on
+    any failure.
     """
     if mirrors and source_dir is not None:
         raise DataError("give either --mirror URL or --from DIR, not both")
     report = progress if progress is not None else _SilentProgress()
-    resource_list = list(resources) if resources is not None else _official_resources()
-    expected_raw_md5 = uncompressed_md5s if uncompressed_md5s is not None else OFFICIAL_UNCOMPRESSED_MD5
+    resource_list = list(resources) if resources is not None else list(GZ_RESOURCES)
+    expected_raw_md5 = uncompressed_md5s if uncompressed_md5s is not None else RAW_MD5
     base_urls = [] if source_dir is not None else _base_urls(mirrors)
     import_plan = plan_import(source_dir, resource_list) if source_dir is not None else {}
+    limits = _Limits(
+        timeout,
+        retries,
+        MIN_RATE_BYTES_PER_S if min_rate is None else min_rate,
+        RATE_WINDOW_S if rate_window is None else rate_window,
+    )
 
     folder = raw_dir(data_dir)
     _make_folder(folder)
+    stamp = VerifiedStamp(folder)
     results = []
     for gz_name, gz_md5 in resource_list:
-        present = None if force else present_file(folder, gz_name, gz_md5, expected_raw_md5, report)
+        present = None if force else present_file(folder, gz_name, gz_md5, expected_raw_md5, report, stamp)
         if present is not None:
             report.file_finished(present.name, present.status)
             results.append(present)
         elif source_dir is not None:
-            results.append(import_file(import_plan[gz_name], folder, gz_name, gz_md5, expected_raw_md5, report))
+            source = import_plan[gz_name]
+            results.append(import_file(source, folder, gz_name, gz_md5, expected_raw_md5, report, stamp))
         else:
-            results.append(_download_file(base_urls, folder, gz_name, gz_md5, timeout, retries, report))
+            results.append(_download_file(base_urls, folder, (gz_name, gz_md5), limits, report, stamp))
     return results
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """How long one transfer may take: per socket operation, tries per mirror, and the minimum rate."""
+
+    timeout: float
+    retries: int
+    min_rate: float
+    rate_window: float
 
 
 # --------------------------------------------------------------------------- sources
 
 
-def _official_resources() -> list[tuple[str, str]]:
-    """torchvision's (gz name, md5) list for Fashion-MNIST."""
-    from torchvision.datasets import FashionMNIST
-
-    return [(name, md5) for name, md5 in FashionMNIST.resources]
+def mirror_problem(mirror: str) -> str | None:
+    """Why `mirror` cannot be used as a base URL, or None when it can: checked before any work."""
+    if not mirror.strip():
+        return "an empty mirror URL; give a base URL such as https://example.org/fashion-mnist/"
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in mirror):
+        return f"mirror URL {mirror!r} contains spaces or control characters"
+    if not mirror.lower().startswith(SUPPORTED_SCHEMES):
+        local = " (a local folder: file:///path/to/folder, or --from DIR)" if "://" not in mirror else ""
+        return f"unsupported mirror URL {mirror!r}: use an http://, https:// or file:// URL{local}"
+    try:
+        parts = urllib.parse.urlsplit(mirror)
+        parts.port  # noqa: B018 (parses the port: "http://host:x/" raises here)
+    except ValueError as exc:
+        return f"invalid mirror URL {mirror!r} ({exc})"
+    if parts.scheme.lower() == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path:
+            return f"invalid mirror URL {mirror!r}: a file:// URL names a local folder, as in file:///path/to/folder"
+    elif not parts.hostname:
+        return f"invalid mirror URL {mirror!r}: no host name"
+    return None
 
 
 def _base_urls(mirrors: Sequence[str] | None) -> list[str]:
-    """The mirrors to try, each ending in '/', checked for a supported scheme."""
-    if not mirrors:
-        from torchvision.datasets import FashionMNIST
-
-        mirrors = FashionMNIST.mirrors
+    """The mirrors to try, each ending in '/', checked (mirror_problem) before anything is fetched."""
     urls = []
-    for mirror in mirrors:
-        if not mirror.lower().startswith(SUPPORTED_SCHEMES):
-            raise DataError(f"unsupported mirror URL {mirror!r}: use an http://, https:// or file:// --mirror URL")
-        try:
-            parts = urllib.parse.urlsplit(mirror)
-        except ValueError as exc:
-            raise DataError(f"invalid mirror URL {mirror!r} ({exc}); check the --mirror URL") from None
-        if parts.scheme.lower() != "file" and not parts.hostname:
-            raise DataError(f"invalid mirror URL {mirror!r}: no host name; check the --mirror URL")
+    for mirror in mirrors or MIRRORS:
+        problem = mirror_problem(mirror)
+        if problem is not None:
+            raise DataError(f"{problem}; check the --mirror URL")
         urls.append(mirror if mirror.endswith("/") else mirror + "/")
     return urls
 
@@ -186,18 +224,18 @@ def _make_folder(folder: Path) -> None:
 def _download_file(
     base_urls: Sequence[str],
     folder: Path,
-    gz_name: str,
-    gz_md5: str,
-    timeout: float,
-    retries: int,
+    file: tuple[str, str],
+    limits: _Limits,
     report: DownloadProgress,
+    stamp: VerifiedStamp,
 ) -> FileResult:
-    """Fetch gz_name from the first mirror that serves a verified copy; DataError when none does."""
+    """Fetch one (gz name, gz md5) from the first mirror that serves a verified copy; DataError when none does."""
+    gz_name = file[0]
     failures = []
     for index, base_url in enumerate(base_urls):
         url = base_url + gz_name
         try:
-            _download_with_retries(url, folder, gz_name, gz_md5, timeout, retries, report)
+            _download_with_retries(url, folder, file, limits, report, stamp)
         except Rejected as rejection:
             failures.append(f"{url}: {rejection}")
             if index + 1 < len(base_urls):
@@ -209,29 +247,50 @@ def _download_file(
 
 
 def _download_with_retries(
-    url: str, folder: Path, gz_name: str, gz_md5: str, timeout: float, retries: int, report: DownloadProgress
+    url: str,
+    folder: Path,
+    file: tuple[str, str],
+    limits: _Limits,
+    report: DownloadProgress,
+    stamp: VerifiedStamp,
 ) -> None:
     """Try one mirror up to 1 + retries times, waiting a little longer after each transient failure."""
-    attempts = 1 + max(0, retries)
+    attempts = 1 + max(0, limits.retries)
     for attempt in range(1, attempts + 1):
         try:
-            _download_once(url, folder, gz_name, gz_md5, timeout, report)
+            _download_once(url, folder, file, limits, report, stamp)
             return
         except Rejected as rejection:
             if not rejection.transient or attempt == attempts:
                 raise
-            report.note(f"{gz_name}: {rejection}; retrying ({attempt + 1}/{attempts})")
+            report.note(f"{file[0]}: {rejection}; retrying ({attempt + 1}/{attempts})")
             time.sleep(RETRY_BACKOFF_S * attempt)
 
 
-def _download_once(url: str, folder: Path, gz_name: str, gz_md5: str, timeout: float, report: DownloadProgress) -> None:
-    """One transfer: stream to a temp file, verify, extract, then rename both into place."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+def _download_once(
+    url: str,
+    folder: Path,
+    file: tuple[str, str],
+    limits: _Limits,
+    report: DownloadProgress,
+    stamp: VerifiedStamp,
+) -> None:
+    """One transfer under a TransferWatch: stream to a temp file, verify, extract, then rename both into place."""
+    with TransferWatch(limits.min_rate, limits.rate_window) as watch:
+        raw_md5 = _transfer(url, folder, file, limits.timeout, _Counting(report, watch), watch)
+    record_written(stamp, folder / uncompressed_name(file[0]), raw_md5, file[1])
+    record_written(stamp, folder / file[0], file[1], None)
+
+
+def _transfer(url: str, folder: Path, file: tuple[str, str], timeout: float, report: DownloadProgress, watch) -> str:
+    """The transfer itself; returns the md5 of the extracted file. A too-slow transfer is Rejected as such."""
+    gz_name, gz_md5 = file
     raw_name = uncompressed_name(gz_name)
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = watch.opener().open(request, timeout=timeout)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        raise _network_rejection(exc, timeout) from None
+        raise _network_rejection(exc, timeout, watch) from None
     with response:
         total = _content_length(response)
         report.file_started(gz_name, total, url)
@@ -242,19 +301,49 @@ def _download_once(url: str, folder: Path, gz_name: str, gz_md5: str, timeout: f
             except LocalWriteError as exc:
                 raise exc.as_data_error() from None
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-                raise _network_rejection(exc, timeout) from None
+                raise _network_rejection(exc, timeout, watch) from None
+            if watch.abandoned:
+                raise Rejected(watch.abandoned)
             if total is not None and received != total:
                 raise Rejected(f"truncated transfer: received {received} of {total} bytes", transient=True)
             check_md5(gz_name, gz_md5, actual_md5)
             gz_out.flush()  # extract_checked reads the .gz back from its temp path
-            extract_checked(Path(gz_out.name), raw_out, raw_name, url)
+            return extract_checked(Path(gz_out.name), raw_out, raw_name, url)
 
 
-def _network_rejection(exc: Exception, timeout: float) -> Rejected:
-    """What a failed request or transfer says about this mirror."""
+class _Counting:
+    """The caller's progress sink, with every byte also counted by the transfer's watch."""
+
+    def __init__(self, report: DownloadProgress, watch: TransferWatch) -> None:
+        self.report = report
+        self.watch = watch
+
+    def file_started(self, name: str, total_bytes: int | None, source: str) -> None:
+        self.report.file_started(name, total_bytes, source)
+
+    def advance(self, n_bytes: int) -> None:
+        self.watch.advance(n_bytes)
+        self.report.advance(n_bytes)
+
+    def file_finished(self, name: str, status: str) -> None:
+        self.report.file_finished(name, status)
+
+    def note(self, message: str) -> None:
+        self.report.note(message)
+
+
+def _network_rejection(exc: Exception, timeout: float, watch: TransferWatch) -> Rejected:
+    """What a failed request or transfer says about this mirror (a too-slow one is abandoned, not retried)."""
+    if watch.abandoned:  # the watch shut the socket down; whatever the read made of that is beside the point
+        return Rejected(watch.abandoned)
     if isinstance(exc, ValueError):  # urllib's answer to a URL it cannot parse
-        return Rejected(f"invalid URL ({exc})")
-    return Rejected(_describe_network_error(exc, timeout), _is_transient(exc))
+        return Rejected(f"invalid URL ({one_line(str(exc))})")
+    return Rejected(one_line(_describe_network_error(exc, timeout)), _is_transient(exc))
+
+
+def one_line(text: str) -> str:
+    """A foreign message (urllib's run over several lines) as one line."""
+    return " ".join(str(text).split())
 
 
 def _content_length(response) -> int | None:
@@ -285,12 +374,16 @@ def _is_transient(exc: BaseException) -> bool:
 def _describe_network_error(exc: BaseException, timeout: float) -> str:
     """A short phrase for what went wrong with the transfer."""
     if isinstance(exc, urllib.error.HTTPError):
+        if 300 <= exc.code < 400:  # urllib's own text for this one runs over three lines
+            return f"HTTP {exc.code}: too many redirects, or a redirect loop"
         return f"HTTP {exc.code} {exc.reason}".rstrip()
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(reason, TimeoutError):
         return f"timed out after {timeout:g} s"
     if isinstance(reason, ConnectionRefusedError):
         return "connection refused (mirror down or unreachable)"
+    if isinstance(reason, OSError) and reason.errno == errno.ELOOP:
+        return "a symlink loop (too many levels of symbolic links)"
     if isinstance(reason, FileNotFoundError):
         return "no such file"
     if isinstance(reason, ConnectionError):

@@ -18,6 +18,7 @@ import torch
 from softmax_cli import training
 from softmax_cli.config import Hparams, RunPaths
 from softmax_cli.paths import raw_dir
+from softmax_cli.verified import record_verified
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -70,9 +71,15 @@ def synthetic_split(n: int, seed: int) -> tuple[bytes, bytes]:
 
 
 def write_synthetic_dataset(data_dir: Path, n_train: int = 600, n_test: int = 200, gz: bool = False) -> Path:
-    """Write the four IDX files (uncompressed, or .gz) into data_dir's raw folder; return that folder."""
+    """Write the four IDX files (uncompressed, or .gz) into data_dir's raw folder; return that folder.
+
+    Uncompressed files are then recorded as verified (softmax_cli.verified.record_verified, with their
+    own md5s), as `softmax download` records the official ones: without that, every reader would refuse
+    them for not being the official Fashion-MNIST files.
+    """
     folder = raw_dir(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    md5s = {}
     for split, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
         images, labels = synthetic_split(n, seed)
         for kind, payload in (
@@ -84,6 +91,9 @@ def write_synthetic_dataset(data_dir: Path, n_train: int = 600, n_test: int = 20
                 (folder / f"{name}.gz").write_bytes(gzip.compress(payload, mtime=0))
             else:
                 (folder / name).write_bytes(payload)
+                md5s[name] = hashlib.md5(payload).hexdigest()
+    if md5s:
+        record_verified(folder, md5s)
     return folder
 
 

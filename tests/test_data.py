@@ -77,5 +77,5 @@ def test_missing_or_malformed_files_are_data_errors(tmp_path, writable_data_dir)
         data.read_split(tmp_path / "nothing", "train")
     image_file = data.raw_dir(writable_data_dir) / "train-images-idx3-ubyte"
     image_file.write_bytes(image_file.read_bytes()[:1000])
-    with pytest.raises(data.DataError, match="--force"):
+    with pytest.raises(data.DataError, match="train-images-idx3-ubyte has a wrong IDX header.*softmax download"):
         data.read_split(writable_data_dir, "train")

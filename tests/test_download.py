@@ -21,15 +21,12 @@ import pytest
 
 from softmax_cli import download as dl
 from softmax_cli.errors import DataError
+from softmax_cli.fashion_mnist import GZ_RESOURCES, RAW_MD5
+from softmax_cli.verified import STAMP_NAME
 from tests import helpers
 from tests.helpers import REAL_FILES, md5_of
 
-OFFICIAL_GZ_MD5 = {
-    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-}
+OFFICIAL_GZ_MD5 = dict(GZ_RESOURCES)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -77,7 +74,7 @@ def synthetic(tmp_path_factory) -> SyntheticSource:
     gz_folder = helpers.write_synthetic_dataset(base / "gz", n_train=60, n_test=20, gz=True)
     plain_folder = helpers.write_synthetic_dataset(base / "plain", n_train=60, n_test=20, gz=False)
     resources = [(name, md5_of(gz_folder / name)) for name in REAL_FILES]
-    uncompressed_md5s = {path.name: md5_of(path) for path in plain_folder.iterdir()}
+    uncompressed_md5s = {path.name: md5_of(path) for path in plain_folder.iterdir() if path.name != STAMP_NAME}
     return SyntheticSource(gz_folder, plain_folder, resources, uncompressed_md5s)
 
 
@@ -150,8 +147,8 @@ def dead_mirror_url() -> str:
 
 
 def files_in(folder: Path) -> list[str]:
-    """Every name in folder, hidden temp files included."""
-    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+    """Every name in folder, hidden temp files included, but for the record of what was verified."""
+    return sorted(path.name for path in folder.iterdir() if path.name != STAMP_NAME) if folder.exists() else []
 
 
 def assert_complete(raw: Path, synthetic: SyntheticSource) -> None:
@@ -180,7 +177,7 @@ def test_real_download_over_http_then_present(real_data_dir, serve, tmp_path):
     for name in REAL_FILES:
         assert md5_of(raw / name) == OFFICIAL_GZ_MD5[name]
         plain = name.removesuffix(".gz")
-        assert md5_of(raw / plain) == dl.OFFICIAL_UNCOMPRESSED_MD5[plain]
+        assert md5_of(raw / plain) == RAW_MD5[plain]
     assert progress.advanced == sum((real_data_dir / name).stat().st_size for name in REAL_FILES)
     assert dl.dataset_present(data_dir)
 
