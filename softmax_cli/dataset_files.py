@@ -33,6 +33,7 @@ from softmax_cli.idx import (
     check_header,
     check_payload,
     holds_images,
+    open_data_file,
     os_reason,
     read_idx_file,
     regular_file,
@@ -301,7 +302,7 @@ def open_source(source: Path) -> BinaryIO:
     """Open a --from file; only a regular file (a FIFO would block, a device never end)."""
     if regular_file(source) is None:
         raise FileNotFoundError(2, "No such file or directory", str(source))
-    return source.open("rb")
+    return open_data_file(source)
 
 
 def _copy_from_source(reader: BinaryIO, out: IO[bytes], source: Path, report: DownloadProgress) -> tuple[int, str]:

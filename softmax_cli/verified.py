@@ -27,7 +27,7 @@ from pathlib import Path
 from softmax_cli.atomic import atomic_write
 from softmax_cli.errors import DataError
 from softmax_cli.fashion_mnist import RAW_MD5, SPLIT_FILES, SPLIT_SIZES
-from softmax_cli.idx import IdxError, IdxFile, check_payload, holds_images, read_idx_file
+from softmax_cli.idx import IdxError, IdxFile, check_payload, holds_images, read_idx_file, regular_file
 from softmax_cli.paths import raw_dir
 
 STAMP_NAME = ".softmax-cli-verified.json"
@@ -119,6 +119,23 @@ def read_verified(data_dir: Path, name: str) -> IdxFile:
     return idx_file
 
 
+def verify_dataset(data_dir: Path) -> None:
+    """Check the four files before any work starts (before a run folder or a table appears).
+
+    Files recorded as verified cost a stat each; any other is read and verified now (the
+    readers will find it recorded). DataError naming the first file that fails.
+    """
+    folder = raw_dir(data_dir)
+    stamp = VerifiedStamp(folder)
+    for name in RAW_MD5:
+        try:
+            status = regular_file(folder / name)
+        except DataError as exc:
+            raise DataError(f"{exc}; {repair_hint(data_dir)}") from None
+        if status is None or stamp.matching(name, status.st_size, status.st_mtime_ns) is None:
+            read_verified(data_dir, name)
+
+
 def _read_checked(path: Path, name: str) -> IdxFile:
     """read_idx_file, with a bad header or label as a DataError naming the file."""
     try:
@@ -136,7 +153,7 @@ def _not_official(path: Path, name: str, actual: str, expected: str, count: int)
     if split is not None and count != SPLIT_SIZES[split]:
         what = "images" if holds_images(name) else "labels"
         others = [other for other, size in SPLIT_SIZES.items() if size == count and other != split]
-        guess = f", as the {others[0]} split's file does: were train and test swapped?" if others else ""
+        guess = f" (as the {others[0]} split's does: train and test swapped?)" if others else ""
         reason += f"; it holds {count:,} {what} where the official one holds {SPLIT_SIZES[split]:,}{guess}"
     return reason
 

@@ -22,7 +22,7 @@ from rich.markup import escape
 from softmax_cli.cli.output import console, fail, say
 from softmax_cli.config import IMPLS, LOADERS, PRESETS, RANGES, SCHEDULES, Hparams
 from softmax_cli.errors import DataError
-from softmax_cli.paths import DATA_DIR_ENV
+from softmax_cli.paths import DATA_DIR_ENV, expand_user
 
 
 def checked(name: str):
@@ -107,13 +107,26 @@ def given_options(**options) -> dict:
 
 
 def ensure_data(data_dir: Path) -> None:
-    """Fetch the dataset from the default mirrors when it is missing, saying so."""
+    """Fetch the dataset from the default mirrors when it is missing, saying so; verify it before any work.
+
+    Files recorded as verified cost a stat each (softmax_cli.verified). The download
+    code (urllib, ssl) is imported only when something must be fetched.
+    """
+    from softmax_cli.dataset_files import dataset_present
+    from softmax_cli.verified import verify_dataset
+
+    if not dataset_present(data_dir):
+        _fetch_missing(data_dir)
+    verify_dataset(data_dir)
+
+
+def _fetch_missing(data_dir: Path) -> None:
+    """Import the files when data_dir holds them itself, else download them from the default mirrors."""
     from softmax_cli import download as dl
     from softmax_cli.cli.render import DownloadProgressBar
+    from softmax_cli.dataset_files import holds_dataset_files
 
-    if dl.dataset_present(data_dir):
-        return
-    if dl.holds_dataset_files(data_dir):
+    if holds_dataset_files(data_dir):
         # A natural mistake: --data-dir pointed at the folder of the four files themselves.
         say(
             f"{escape(str(data_dir))} holds the dataset files themselves; importing them into "
@@ -144,6 +157,20 @@ def check_image_path(path: Optional[Path]) -> Optional[Path]:
     return path
 
 
+def expanded_path(option: str):
+    """A Typer callback: the path with `~` / `~user` expanded; an unknown user is a usage error (exit 2)."""
+
+    def expand(value: Optional[Path]) -> Optional[Path]:
+        if value is None:
+            return None
+        try:
+            return expand_user(value, option)
+        except DataError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return expand
+
+
 def write_image(save, path: Path) -> None:
     """Write a picture with save(path), creating its folder; an unwritable path is one error line.
 
@@ -162,6 +189,7 @@ DataDirOption = Annotated[
     Optional[Path],
     typer.Option(
         "--data-dir",
+        callback=expanded_path("--data-dir"),
         help=f"Dataset folder. Default: ${DATA_DIR_ENV}, else $XDG_DATA_HOME/softmax-cli (~/.local/share/softmax-cli).",
         show_default=False,
     ),

@@ -43,7 +43,8 @@ def say(markup: str) -> None:
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one red error line on stderr and return the Exit to raise."""
     # Messages carry paths and user text: never let Rich read "[...]" in them as markup.
-    say(f"[bold red]error:[/] {escape(message)}")
+    # Foreign texts (urllib's, the OS's) may run over several lines: the error stays one line.
+    say(f"[bold red]error:[/] {escape(' '.join(message.split()))}")
     return typer.Exit(code)
 
 

@@ -1,0 +1,100 @@
+"""Start-up: which heavy modules each command imports, checked in a fresh interpreter per command.
+
+torchvision costs about as much to import as torch itself (it pulls in torch._dynamo), so
+the memory loader's paths (train with the default loader, eval, predict) must not import
+it, and commands that need no tensors (a no-op download, runs) must not import torch. How
+long anything takes is `softmax bench`'s business, not a test's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests import helpers
+
+HEAVY = ("torch", "torchvision", "tensorboard", "matplotlib")
+
+# Runs the app in this fresh interpreter, then writes its exit code and the heavy modules it
+# imported to the file named first.
+PROBE = textwrap.dedent("""
+    import json, sys
+    from softmax_cli.cli import app
+    try:
+        app(sys.argv[2:], prog_name="softmax")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    with open(sys.argv[1], "w") as out:
+        json.dump({"exit": code, "heavy": [m for m in %r if m in sys.modules]}, out)
+""") % (HEAVY,)
+
+
+def imports_of(tmp_path, *args) -> list[str]:
+    """The heavy modules `softmax ARGS` imported; the command must succeed."""
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(report), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(report.read_text())
+    assert result["exit"] in (0, None), done.stderr
+    return result["heavy"]
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_data_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("startup-train")
+    return helpers.train_checkpoint(synthetic_data_dir, folder, "--epochs", "1", "--batch-size", "64")[0]
+
+
+def test_training_with_the_memory_loader_imports_no_torchvision(synthetic_data_dir, tmp_path):
+    heavy = imports_of(
+        tmp_path, "train", "--data-dir", synthetic_data_dir, "--device", "cpu", "--epochs", "1", "--batch-size", "64"
+    )
+    assert "torch" in heavy and "torchvision" not in heavy
+
+
+def test_the_books_dataloader_still_uses_torchvision(synthetic_data_dir, tmp_path):
+    """The control: the probe does see torchvision where it is the point."""
+    heavy = imports_of(
+        tmp_path, "train", "--data-dir", synthetic_data_dir, "--device", "cpu", "--epochs", "1",
+        "--batch-size", "64", "--loader", "dataloader", "--workers", "0",
+    )  # fmt: skip
+    assert "torchvision" in heavy
+
+
+@pytest.mark.parametrize("command", [["eval"], ["predict", "--n", "4"]], ids=["eval", "predict"])
+def test_eval_and_predict_import_no_torchvision(synthetic_data_dir, trained, tmp_path, command):
+    heavy = imports_of(tmp_path, *command, trained, "--data-dir", synthetic_data_dir, "--device", "cpu")
+    assert "torch" in heavy and "torchvision" not in heavy
+
+
+def test_a_no_op_download_imports_no_torch(synthetic_data_dir, tmp_path):
+    """All four files present and verified: download only stats them."""
+    from softmax_cli.fashion_mnist import RAW_MD5
+    from softmax_cli.verified import VerifiedStamp, record_written
+
+    # The synthetic files are not the official ones: record them as if a download had verified them.
+    data_dir = tmp_path / "data"
+    folder = helpers.write_synthetic_dataset(data_dir, n_train=20, n_test=10)
+    stamp = VerifiedStamp(folder)
+    for name, md5 in RAW_MD5.items():
+        record_written(stamp, folder / name, md5, None)
+    assert imports_of(tmp_path, "download", "--data-dir", data_dir) == []
+
+
+def test_runs_imports_no_torch(tmp_path):
+    from typer.main import get_command
+
+    if "runs" not in get_command(helpers.cli_app()).commands:
+        pytest.skip("this version has no `softmax runs` command")
+    assert imports_of(tmp_path, "runs", "--runs-dir", tmp_path / "runs") == []
