@@ -5,7 +5,8 @@ learning rate, so the speed-ups are ratios of numbers taken minutes apart on the
 machine. Each row trains for one warm-up epoch, then `epochs` timed epochs; the figure
 reported is the *median* timed epoch (the training pass only).
 
-The rows and the timing of one row live in softmax_cli.bench_rows; this module is the
+The rows and the timing of one row live in softmax_cli.bench_rows, the whole-process
+start-up times of the everyday commands in softmax_cli.bench_startup; this module is the
 harness around them: settings, the fresh processes rows run in, the import and --help
 probes, the environment, and the result.
 
@@ -46,6 +47,7 @@ from softmax_cli.bench_rows import (
     peak_rss_mib,
     plan_rows,
 )
+from softmax_cli.bench_startup import measure_startup, startup_targets
 from softmax_cli.errors import SoftmaxError
 
 __all__ = [
@@ -220,6 +222,7 @@ class BenchResult:
     imports: Optional[dict]
     help: list[dict]
     targets: list[dict] = field(default_factory=list)
+    startup: Optional[dict] = None  # softmax_cli.bench_startup.measure_startup
 
     def as_dict(self) -> dict:
         return {
@@ -234,6 +237,7 @@ class BenchResult:
             "rows": self.rows,
             "imports": self.imports,
             "help": self.help,
+            "startup": self.startup,
             "targets": self.targets,
         }
 
@@ -356,12 +360,13 @@ def run_benchmark(settings: BenchSettings, help_commands: list[list[str]], progr
         )
         row["is_baseline"] = row is baseline
 
-    imports, help_times = None, []
-    if not settings.quick:  # a smoke run skips the seconds-long probes (imports: null, help: [], targets: [])
+    imports, help_times, startup = None, [], None
+    if not settings.quick:  # a smoke run skips the seconds-long probes (imports, startup: null, help, targets: [])
         say("importing torch, torchvision and tensorboard in a fresh process ...")
         imports = measure_imports()
         say("timing --help ...")
         help_times = measure_help(help_commands)
+        startup = measure_startup(settings.data_dir, settings.device, ["runs"] in help_commands, progress=progress)
     try:
         environment["loadavg_end"] = list(os.getloadavg())
     except OSError:
@@ -375,7 +380,10 @@ def run_benchmark(settings: BenchSettings, help_commands: list[list[str]], progr
         imports=imports,
         help=help_times,
         # A capped smoke run measures nothing worth judging.
-        targets=[] if settings.quick else evaluate_targets(rows, imports, help_times, settings.isolate),
+        targets=[]
+        if settings.quick
+        else evaluate_targets(rows, imports, help_times, settings.isolate) + startup_targets(startup),
+        startup=startup,
     )
 
 

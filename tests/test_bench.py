@@ -54,6 +54,7 @@ TOP_FIELDS = {
     "rows",
     "imports",
     "help",
+    "startup",
     "targets",
 }
 
@@ -126,6 +127,7 @@ def test_quick_json_has_the_documented_fields(synthetic_data_dir):
 
     # A smoke run skips the seconds-long probes and judges no target, and says so with null / empty.
     assert payload["imports"] is None and payload["help"] == [] and payload["targets"] == []
+    assert payload["startup"] is None
 
     # The human table went to stderr.
     assert "memory loader, scratch" in result.stderr and "s/epoch" in result.stderr
@@ -230,3 +232,40 @@ def test_targets_are_computed_from_the_rows():
     assert "train" in help_target["target"] and help_target["met"] is False
     # In-process figures are not per row, so no memory target is claimed from them.
     assert not any("RSS" in name for name in (t["target"] for t in bench.evaluate_targets(rows, imports, helps, False)))
+
+
+def test_startup_probes_time_whole_processes_against_import_torch(tmp_path):
+    from softmax_cli import bench_startup
+    from softmax_cli.fashion_mnist import RAW_MD5
+    from softmax_cli.verified import VerifiedStamp, record_written
+
+    # Synthetic files recorded as the official ones, so that `download` finds nothing to do (no network).
+    folder = helpers.write_synthetic_dataset(tmp_path / "data", n_train=300, n_test=100)
+    stamp = VerifiedStamp(folder)
+    for name, md5 in RAW_MD5.items():
+        record_written(stamp, folder / name, md5, None)
+
+    startup = bench_startup.measure_startup(tmp_path / "data", "cpu", has_runs=False, rounds=1)
+
+    keys = [command["key"] for command in startup["commands"]]
+    assert keys == ["import-torch", "download-noop", "eval", "train-1", "train-10"]
+    assert startup["rounds"] == 1 and startup["baseline"] == "import-torch"
+    for command in startup["commands"]:
+        assert len(command["runs"]) == 1 and command["median_s"] == command["runs"][0] > 0
+        assert command["ratio_to_import_torch"] == pytest.approx(
+            command["median_s"] / startup["commands"][0]["median_s"]
+        )
+    targets = {t["target"].split(" <=")[0]: t for t in bench_startup.startup_targets(startup)}
+    assert set(targets) == {"softmax download (all four files present)", "softmax eval CHECKPOINT --device cpu",
+                            "softmax train --epochs 10 --device cpu"}  # fmt: skip
+    assert targets["softmax eval CHECKPOINT --device cpu"]["limit"] == 1.5
+
+
+def test_a_failing_startup_probe_is_one_error(tmp_path):
+    from softmax_cli import bench_startup
+    from softmax_cli.verified import STAMP_NAME
+
+    # Files that are not the official ones and not recorded as verified: train refuses them (no network needed).
+    (helpers.write_synthetic_dataset(tmp_path / "data", n_train=20, n_test=10) / STAMP_NAME).unlink()
+    with pytest.raises(bench_startup.StartupError, match="cannot train the checkpoint .*not the official"):
+        bench_startup.measure_startup(tmp_path / "data", "cpu", has_runs=False, rounds=1)

@@ -88,10 +88,11 @@ def bench(
             result = b.run_benchmark(settings, _help_commands(ctx), progress=lambda message: status.update(message))
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
-    from softmax_cli.cli.tables import bench_notes, render_bench
+    from softmax_cli.cli.tables import bench_notes, render_bench, render_startup
 
     payload = result.as_dict()
     render_bench(results_console(as_json), payload)
+    render_startup(results_console(as_json), payload["startup"])
     for note in bench_notes(payload):
         say(note)
     if as_json:

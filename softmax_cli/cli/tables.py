@@ -232,6 +232,34 @@ def render_bench(console: Console, payload: dict) -> None:
         console.print(f"--help, in seconds (median of fresh processes): {times}")
 
 
+STARTUP_COLUMNS = [
+    Column("command", justify="left", text=True),
+    Column("seconds"),
+    Column("range", drop=2),
+    Column("× import torch", "× torch\nimport"),
+]
+
+
+def render_startup(console: Console, startup: Optional[dict]) -> None:
+    """bench's start-up probes: each everyday command's whole process next to `python -c "import torch"`."""
+    if not startup:
+        return
+    rows = [
+        [
+            escape(command["command"]),
+            f"{command['median_s']:.2f}",
+            f"{command['min_s']:.2f}–{command['max_s']:.2f}",
+            f"{command['ratio_to_import_torch']:.2f}×" if command["ratio_to_import_torch"] is not None else "-",
+        ]
+        for command in startup["commands"]
+    ]
+    title = (
+        f"Start-up on {startup['device']}: whole process, start to exit, "
+        f"{startup['statistic']} of {startup['rounds']} alternated rounds"
+    )
+    console.print(fit_table(console, STARTUP_COLUMNS, rows, title=title))
+
+
 def bench_notes(payload: dict) -> list[str]:
     """What to keep in mind about the figures: notes for stderr, not results."""
     notes = []
