@@ -72,7 +72,8 @@ IMPORT_STATEMENT = "import torch, torchvision, torch.utils.tensorboard"
 MEMORY_MODES = {
     "isolated": (
         "peak_rss_mib: peak RSS (VmHWM) of the row's own fresh process at the end of the row: imports + data + "
-        "training; rss_after_imports_mib: the same right after importing torch and torchvision; "
+        "training; rss_after_imports_mib: the same right after importing torch (and torchvision, for the book's "
+        "rows: the memory loader does not import it); "
         "process_maxrss_mib: that whole process's max RSS as /usr/bin/time reports it, interpreter exit included "
         "(torch's teardown alone adds ~100+ MiB); workers_peak_rss_mib: the largest DataLoader worker's peak "
         "(forked, shares pages with the row process: do not add). ru_maxrss is not read in-process because on "

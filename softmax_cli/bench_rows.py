@@ -210,7 +210,9 @@ def _data_epoch(batches) -> tuple[float, float]:
 def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = None) -> dict:
     """Time `spec` in this process: setup, one warm-up epoch, then settings.epochs timed epochs."""
     import torch
-    import torchvision  # noqa: F401  (both loaders use it; counted in the import baseline)
+
+    if spec.loader == "dataloader":
+        import torchvision  # noqa: F401  (the book's pipeline: its import counts as the row's, not its setup)
 
     from softmax_cli import data
     from softmax_cli.config import Hparams

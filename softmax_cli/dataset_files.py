@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
+from softmax_cli import idx
 from softmax_cli.atomic import atomic_write
 from softmax_cli.errors import DataError
 from softmax_cli.fashion_mnist import RAW_MD5
@@ -33,7 +35,6 @@ from softmax_cli.idx import (
     check_header,
     check_payload,
     holds_images,
-    open_data_file,
     os_reason,
     read_idx_file,
     regular_file,
@@ -230,7 +231,13 @@ def plan_import(source_dir: Path, resources: Sequence[tuple[str, str]]) -> dict[
 
     Checked before anything is written, so a folder missing a file imports nothing.
     """
-    if not source_dir.is_dir():
+    try:
+        is_folder = stat.S_ISDIR(os.stat(source_dir).st_mode)
+    except FileNotFoundError:
+        is_folder = False
+    except OSError as exc:  # a symlink loop or an unreadable parent is not "does not exist"
+        raise DataError(f"cannot read --from folder {source_dir}: {os_reason(exc)}") from None
+    if not is_folder:
         raise DataError(
             f"--from folder {source_dir} does not exist or is not a folder; give the folder holding the four .gz files"
         )
@@ -238,9 +245,10 @@ def plan_import(source_dir: Path, resources: Sequence[tuple[str, str]]) -> dict[
     missing = []
     for gz_name, _ in resources:
         gz_path, raw_path = source_dir / gz_name, source_dir / uncompressed_name(gz_name)
-        if _is_file(gz_path):
+        # regular_file: a FIFO, a folder or a symlink loop under the file's name is said to be one
+        if regular_file(gz_path) is not None:
             plan[gz_name] = gz_path
-        elif _is_file(raw_path):
+        elif regular_file(raw_path) is not None:
             plan[gz_name] = raw_path
         else:
             missing.append(gz_name)
@@ -302,7 +310,7 @@ def open_source(source: Path) -> BinaryIO:
     """Open a --from file; only a regular file (a FIFO would block, a device never end)."""
     if regular_file(source) is None:
         raise FileNotFoundError(2, "No such file or directory", str(source))
-    return open_data_file(source)
+    return idx.open_data_file(source)  # looked up at call time: the one place data files are opened
 
 
 def _copy_from_source(reader: BinaryIO, out: IO[bytes], source: Path, report: DownloadProgress) -> tuple[int, str]:

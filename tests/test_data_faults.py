@@ -266,3 +266,29 @@ def test_an_unknown_user_in_the_environment_is_one_line(monkeypatch, checkpoint)
     for result in (helpers.invoke("download"), helpers.invoke("eval", checkpoint, "--device", "cpu")):
         line = error_line(result)
         assert f"in $SOFTMAX_DATA_DIR {UNKNOWN_USER}/data" in line and "is unknown" in line
+
+
+def test_a_symlink_loop_as_the_from_folder_is_not_called_missing(tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop.name)
+
+    line = error_line(helpers.invoke("download", "--from", loop, "--data-dir", tmp_path / "data"))
+
+    assert f"cannot read --from folder {loop}: a symlink loop" in line
+
+
+def test_an_unreadable_from_file_is_one_line(tmp_path, monkeypatch):
+    source = helpers.write_synthetic_dataset(tmp_path / "source", n_train=20, n_test=10, gz=True)
+    target = source / "train-images-idx3-ubyte.gz"
+    real_open = idx.open_data_file
+
+    def denied(path):
+        if Path(path) == target:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path)
+
+    monkeypatch.setattr(idx, "open_data_file", denied)
+
+    line = error_line(helpers.invoke("download", "--from", source, "--data-dir", tmp_path / "data"))
+
+    assert f"cannot read {target}: permission denied" in line
