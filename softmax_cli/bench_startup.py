@@ -44,7 +44,7 @@ class StartupError(SoftmaxError):
 @dataclass(frozen=True)
 class StartupProbe:
     key: str
-    command: str  # as a user would type it (placeholders for the temporary paths)
+    command: str  # as a user would type it, without the temporary paths and the device
     argv: list[str]
 
 
@@ -55,18 +55,14 @@ def plan_probes(data_dir: Path, device: str, checkpoint: Path, runs_dir: Path, h
     train = [*softmax, "train", *data, "--runs-dir", str(runs_dir), "--device", device, "--epochs"]
     probes = [
         StartupProbe(BASELINE, 'python -c "import torch"', [sys.executable, "-c", "import torch"]),
-        StartupProbe("download-noop", "softmax download (all four files present)", [*softmax, "download", *data]),
-        StartupProbe(
-            "eval",
-            f"softmax eval CHECKPOINT --device {device}",
-            [*softmax, "eval", str(checkpoint), *data, "--device", device],
-        ),
+        StartupProbe("download-noop", "softmax download (no-op)", [*softmax, "download", *data]),
+        StartupProbe("eval", "softmax eval CHECKPOINT", [*softmax, "eval", str(checkpoint), *data, "--device", device]),
     ]
     if has_runs:
         probes.append(StartupProbe("runs", "softmax runs", [*softmax, "runs", "--runs-dir", str(runs_dir)]))
     probes += [
-        StartupProbe("train-1", f"softmax train --epochs 1 --device {device}", [*train, "1"]),
-        StartupProbe("train-10", f"softmax train --epochs 10 --device {device}", [*train, "10"]),
+        StartupProbe("train-1", "softmax train --epochs 1", [*train, "1"]),
+        StartupProbe("train-10", "softmax train --epochs 10", [*train, "10"]),
     ]
     return probes
 
@@ -131,6 +127,7 @@ def measure_startup(
         )
     return {
         "rounds": rounds,
+        "device": device,
         "statistic": "median",
         "baseline": BASELINE,
         "note": "whole-process wall time of a fresh process, start to exit; probes alternated round by round",
