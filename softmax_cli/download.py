@@ -302,6 +302,7 @@ def _transfer(url: str, folder: Path, file: tuple[str, str], timeout: float, rep
                 raise exc.as_data_error() from None
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 raise _network_rejection(exc, timeout, watch) from None
+            watch.stop()
             if watch.abandoned:
                 raise Rejected(watch.abandoned)
             if total is not None and received != total:

@@ -44,8 +44,13 @@ class TransferWatch:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop watching (the body has arrived: checking and extracting it is no transfer)."""
         self._done.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def advance(self, n_bytes: int) -> None:
         with self._lock:
