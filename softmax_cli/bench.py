@@ -340,7 +340,7 @@ def run_benchmark(settings: BenchSettings, help_commands: list[list[str]], progr
     environment["device_name"] = _device_name(settings.device)
 
     rows = []
-    for spec in plan_rows(settings.workers):
+    for spec in [] if settings.startup_only else plan_rows(settings.workers):
         say(f"{spec.label} ...")
         if settings.isolate:
             row = measure_row_isolated(spec, settings)
@@ -363,10 +363,11 @@ def run_benchmark(settings: BenchSettings, help_commands: list[list[str]], progr
 
     imports, help_times, startup = None, [], None
     if not settings.quick:  # a smoke run skips the seconds-long probes (imports, startup: null, help, targets: [])
-        say("importing torch, torchvision and tensorboard in a fresh process ...")
-        imports = measure_imports()
-        say("timing --help ...")
-        help_times = measure_help(help_commands)
+        if not settings.startup_only:
+            say("importing torch, torchvision and tensorboard in a fresh process ...")
+            imports = measure_imports()
+            say("timing --help ...")
+            help_times = measure_help(help_commands)
         startup = measure_startup(settings.data_dir, settings.device, ["runs"] in help_commands, progress=progress)
     try:
         environment["loadavg_end"] = list(os.getloadavg())

@@ -55,6 +55,7 @@ class BenchSettings:
     lr: float = BOOK_LR
     seed: int = DEFAULT_SEED
     threads: Optional[int] = None  # torch.set_num_threads in each row; None keeps torch's default
+    startup_only: bool = False  # no rows, imports or --help: the start-up probes alone
 
 
 Progress = Optional[Callable[[str], None]]

@@ -153,6 +153,7 @@ def test_workers_zero_collapses_the_book_rows():
         ["--threads", "0"],
         ["--device", "tpu"],
         ["--device", "cuda:99"],  # no such GPU, with or without CUDA
+        ["--startup-only"],  # with --quick, which skips the start-up probes
         ["--no-such-option"],
     ],
 )

@@ -45,6 +45,13 @@ def bench(
             "no import or --help probes.",
         ),
     ] = False,
+    startup_only: Annotated[
+        bool,
+        typer.Option(
+            "--startup-only",
+            help="Only the start-up probes: each everyday command's whole process next to `import torch`.",
+        ),
+    ] = False,
     isolate: Annotated[
         Optional[bool],
         typer.Option(
@@ -67,6 +74,9 @@ def bench(
     """Time the book's DataLoader pipeline against the memory loader and both implementations, in one run."""
     from softmax_cli import bench as b
 
+    if startup_only and (quick or sweep):
+        message = "--startup-only goes with neither --quick (which skips the probes) nor --sweep"
+        raise typer.BadParameter(message, param_hint="--startup-only")
     torch_device = resolve_device_or_usage_error(device)
     target = resolve_data_dir(data_dir)
     if sweep:
@@ -81,6 +91,7 @@ def bench(
         quick=quick,
         threads=threads,
         isolate=(not quick) if isolate is None else isolate,
+        startup_only=startup_only,
     )
     ensure_data(target)
     try:
@@ -91,7 +102,8 @@ def bench(
     from softmax_cli.cli.tables import bench_notes, render_bench, render_startup
 
     payload = result.as_dict()
-    render_bench(results_console(as_json), payload)
+    if payload["rows"]:
+        render_bench(results_console(as_json), payload)
     render_startup(results_console(as_json), payload["startup"])
     for note in bench_notes(payload):
         say(note)
