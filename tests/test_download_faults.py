@@ -197,3 +197,21 @@ def test_the_library_refuses_the_same_mirrors(tmp_path):
     assert dl.mirror_problem("https://example.org/fm") is None
     assert dl.mirror_problem("file:///srv/fm") is None
     assert dl.mirror_problem("file://localhost/srv/fm") is None
+
+
+def test_ctrl_c_during_a_download_is_one_line_and_leaves_nothing_partial(tmp_path, monkeypatch):
+    source = helpers.write_synthetic_dataset(tmp_path / "mirror", n_train=20, n_test=10, gz=True)
+    real_stream = dl.stream_to_file
+
+    def interrupted(reader, out, report):
+        out.write(reader.read(10))  # part of the file is in the temporary file when Ctrl-C comes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "stream_to_file", interrupted)
+    result = helpers.invoke("download", "--mirror", source.as_uri(), "--data-dir", tmp_path / "data")
+    monkeypatch.setattr(dl, "stream_to_file", real_stream)
+
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted" in errors[0], result.stderr
+    assert list((tmp_path / "data" / "FashionMNIST" / "raw").iterdir()) == []

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from softmax_cli.cli.options import DataDirOption, expanded_path
-from softmax_cli.cli.output import console, say
+from softmax_cli.cli.output import console, fail, say
 from softmax_cli.paths import resolve_data_dir
 
 
@@ -59,8 +59,14 @@ def download(
     if mirror and from_dir is not None:
         raise typer.BadParameter("give either --mirror or --from, not both", param_hint="--from")
     target = resolve_data_dir(data_dir)
-    with DownloadProgressBar(console) as progress:
-        results = dl.fetch_dataset(target, mirrors=mirror, source_dir=from_dir, force=force, progress=progress)
+    try:
+        with DownloadProgressBar(console) as progress:
+            results = dl.fetch_dataset(target, mirrors=mirror, source_dir=from_dir, force=force, progress=progress)
+    except KeyboardInterrupt:
+        # Every file is written under a temporary name and renamed only once verified: nothing partial stays.
+        raise fail(
+            "interrupted; the files already in place are verified, run the command again for the rest", 130
+        ) from None
     folder = escape(str(dl.raw_dir(target)))
     if all(r.status == "present" for r in results):
         say(f"All four files already present and valid in {folder}")
