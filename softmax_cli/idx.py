@@ -11,7 +11,9 @@ importing torch, its parser signals a bad file with a bare `assert`, and it read
 file before looking at the header. Here the header is checked against the file's size
 *before* the payload is read, so a huge or endless file is refused without reading it, and
 every message names the file. softmax_cli.data turns the payload into a tensor with
-`torch.frombuffer`, without a copy.
+`torch.frombuffer`, without a copy. (Not files.read_bounded, which checkpoints use: its bound
+is fixed before reading and it returns immutable bytes; here the header sets the bound, and
+the bytes land in a writable buffer that the tensor shares.)
 
 Standard library only, never prints: failures are raised as IdxError (the file is not a
 valid IDX file of its kind) or DataError (it cannot be opened or read), both naming it.
