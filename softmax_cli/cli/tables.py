@@ -233,7 +233,7 @@ def render_bench(console: Console, payload: dict) -> None:
 
 
 STARTUP_COLUMNS = [
-    Column("command", justify="left", text=True),
+    Column("command", justify="left", text=True, min_width=25),
     Column("seconds"),
     Column("range", drop=2),
     Column("× import torch", "× torch\nimport"),
@@ -253,10 +253,7 @@ def render_startup(console: Console, startup: Optional[dict]) -> None:
         ]
         for command in startup["commands"]
     ]
-    title = (
-        f"Start-up on {startup['device']}: whole process, start to exit, "
-        f"{startup['statistic']} of {startup['rounds']} alternated rounds"
-    )
+    title = f"Start-up on {startup['device']}: whole processes, {startup['statistic']} of {startup['rounds']} rounds"
     console.print(fit_table(console, STARTUP_COLUMNS, rows, title=title))
 
 
