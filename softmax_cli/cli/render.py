@@ -266,6 +266,19 @@ EPOCH_COLUMNS = [
 ]
 
 
+def progress_bars(console: Console) -> Progress:
+    """Counting progress bars (done of total, elapsed, remaining) that vanish when they stop."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 class TrainingDisplay:
     """Progress bars on `console` (stderr; shown on a terminal only, gone at the end) and one row per
     finished epoch on `rows` (stdout for `train`, so `softmax train > log.txt` keeps one line per epoch).
@@ -283,15 +296,7 @@ class TrainingDisplay:
         self.console, self.rows, self.label = console, rows, label
         self.printer: Optional[RowPrinter] = None
         self.with_validation = False
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
+        self.progress = progress_bars(console)
         self.epoch_task = self.batch_task = None
 
     def __enter__(self) -> "TrainingDisplay":

@@ -9,8 +9,9 @@ from __future__ import annotations
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from softmax_cli.cli.render import progress_bars
 
 # Column headers of the sweepable settings, short enough for 80 columns.
 SETTING_HEADERS = {
@@ -44,15 +45,7 @@ class SweepDisplay:
 
     def __init__(self, console: Console, planned: int, varying: list[str]) -> None:
         self.varying = varying
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
+        self.progress = progress_bars(console)
         self.configs_task = self.progress.add_task("configurations", total=planned)
         self.epoch_task = self.batch_task = None
 
