@@ -8,6 +8,8 @@ aside). torch, torchvision and tensorboard are imported inside the commands, so 
 
 from __future__ import annotations
 
+import atexit
+import gc
 from typing import Annotated
 
 import typer
@@ -15,6 +17,8 @@ import typer
 from softmax_cli import __version__
 from softmax_cli.cli import bench, compare, download, evaluate, plot, runs, sweep, train
 from softmax_cli.cli.output import reports_errors
+
+atexit.register(gc.freeze)
 
 app = typer.Typer(
     name="softmax",

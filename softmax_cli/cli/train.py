@@ -191,7 +191,8 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
         new_folders.append(log_dir)
         paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
         # The logs are by-products: a full disk under them must not cost the training or its checkpoint.
-        tensorboard = training.BestEffort(TensorBoardLogger(log_dir), "TensorBoard logging", warn)
+        logger = TensorBoardLogger(log_dir, on_picture_failure=warn)
+        tensorboard = training.BestEffort(logger, "TensorBoard logging", warn)
         summary = training.BestEffort(RunSummaryWriter(log_dir, resume_path), "the run summary (summary.json)", warn)
         callbacks = training.CallbackList([_StopsRecordedWhileClosing(), display, tensorboard, summary])
         with ExitStack() as claimed:
