@@ -219,3 +219,20 @@ def same_checkpoint(a, b) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same_checkpoint(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
+
+
+def tensorboard_events(run_dir: Path):
+    """A run folder's TensorBoard events, read back with TensorBoard's own reader, nothing sampled away."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def session_status(accumulator) -> str:
+    """How the run said it ended, in the HPARAMS tab's terms (STATUS_SUCCESS, ...)."""
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    content = accumulator.PluginTagToContent("hparams")[metadata.SESSION_END_INFO_TAG]
+    return api_pb2.Status.Name(metadata.parse_session_end_info_plugin_data(content).status)

@@ -135,14 +135,6 @@ def test_plot_a_missing_path_is_a_usage_error(tmp_path):
 # --------------------------------------------------------------------------- TensorBoard
 
 
-def events(run_dir: Path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
-    accumulator.Reload()
-    return accumulator
-
-
 def session_start(accumulator):
     from tensorboard.plugins.hparams import metadata
 
@@ -150,16 +142,9 @@ def session_start(accumulator):
     return metadata.parse_session_start_info_plugin_data(content)
 
 
-def session_status(accumulator) -> str:
-    from tensorboard.plugins.hparams import api_pb2, metadata
-
-    content = accumulator.PluginTagToContent("hparams")[metadata.SESSION_END_INFO_TAG]
-    return api_pb2.Status.Name(metadata.parse_session_end_info_plugin_data(content).status)
-
-
 def test_tensorboard_holds_test_loss_labelled_images_typed_hparams_and_the_book_layout(two_runs):
     run = two_runs[0]
-    accumulator = events(Path(run["log_dir"]))
+    accumulator = helpers.tensorboard_events(Path(run["log_dir"]))
     tags = accumulator.Tags()
     test_loss = accumulator.Scalars("loss/test")
     assert [event.step for event in test_loss] == [1, 2]
@@ -178,20 +163,20 @@ def test_tensorboard_holds_test_loss_labelled_images_typed_hparams_and_the_book_
     assert hparams["standardize"].WhichOneof("kind") == "bool_value" and hparams["standardize"].bool_value is False
     assert hparams["batch_size"].number_value == 64 and hparams["epochs"].number_value == 2
     assert hparams["preset"].string_value == "book" and hparams["seed"].string_value == "326"
-    assert session_status(accumulator) == "STATUS_SUCCESS"
+    assert helpers.session_status(accumulator) == "STATUS_SUCCESS"
     assert "custom_scalars__config__" in tags["tensors"]
 
 
 def test_tensorboard_status_says_how_a_run_ended(synthetic_data_dir, tmp_path):
     interrupted = tmp_path / "interrupted"
     helpers.fit(synthetic_data_dir, interrupted, tboard_with(interrupted, helpers.InterruptAt(1)), epochs=3)
-    assert session_status(events(interrupted)) == "STATUS_UNKNOWN"
+    assert helpers.session_status(helpers.tensorboard_events(interrupted)) == "STATUS_UNKNOWN"
     diverged = tmp_path / "diverged"
     with pytest.raises(TrainingDiverged):
         helpers.fit(
             synthetic_data_dir, diverged, tboard_with(diverged, BlowUpAfter(1)), impl="scratch", naive_softmax=True
         )
-    assert session_status(events(diverged)) == "STATUS_FAILURE"
+    assert helpers.session_status(helpers.tensorboard_events(diverged)) == "STATUS_FAILURE"
     # A run that diverges before finishing any epoch leaves no event file at all.
     never = tmp_path / "never"
     with pytest.raises(TrainingDiverged):
