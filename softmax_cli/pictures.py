@@ -9,7 +9,7 @@ torch nor anything of training: numpy, matplotlib and Pillow (for PNG) only.
 
 The protocol is pickle over the worker's stdin and stdout, between two processes of this
 package: the trainer sends PictureJobs (numpy arrays) and gets back, for each job and in
-order, a Picture (PNG bytes), None (for a job that only prepares) or a PictureFailure. The
+order, a Picture (PNG bytes) or a PictureFailure. The
 worker ends when its stdin does, so it never outlives the trainer, and it runs in a session
 of its own so that Ctrl-C at the terminal stops the trainer (which decides what to finish)
 and not the drawing.
@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,10 +56,10 @@ class PictureJob:
     """One figure to draw: the weight templates (values W, 784 x 10, and the input std of a
     standardized model) or the confusion matrix (values: counts, 10 x 10)."""
 
-    kind: str  # "templates", "confusion" or "prepare"
+    kind: str  # "templates" or "confusion"
     tag: str
     step: int
-    values: np.ndarray | None
+    values: np.ndarray
     class_names: tuple[str, ...]
     input_std: np.ndarray | None = None
     normalize: bool = False
@@ -107,6 +108,12 @@ class PictureWorker:
         threading.Thread(target=self._send, name="pictures-send", daemon=True).start()
         threading.Thread(target=self._receive, name="pictures-receive", daemon=True).start()
 
+    def __enter__(self) -> PictureWorker:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def submit(self, job: PictureJob) -> None:
         self.pending += 1
         self._outbox.put(job)
@@ -142,8 +149,7 @@ class PictureWorker:
             self.pending -= 1
             if isinstance(item, PictureFailure):
                 raise PictureError(f"{item.tag} (step {item.step}): {item.reason}" if item.tag else item.reason)
-            if item is not None:
-                pictures.append(item)
+            pictures.append(item)
         return pictures
 
     def _send(self) -> None:
@@ -181,18 +187,18 @@ class Drawer:
     def __init__(self) -> None:
         self._figures = {}
 
-    def draw(self, job: PictureJob) -> Picture | None:
-        """The job's picture; None for "prepare", which lays out the confusion figures ahead of
-        the end of training, when the run waits for them."""
-        if job.kind == "prepare":
-            import numpy as np
+    def prepare(self, class_names: Sequence[str]) -> None:
+        """Lay the confusion figures out now, while the trainer loads torch and trains, rather
+        than at the end of the run, which waits for them: then only their contents are redrawn."""
+        import numpy as np
 
-            plausible = np.diag(np.full(len(job.class_names), 1000.0))  # the widest colour-bar labels
-            for normalize in (False, True):
-                figure = self._figure("confusion", job.class_names, normalize)
-                figure.update(plausible, f"epoch {job.step}")  # the title the run's last epoch will have
-                figure.pixels()
-            return None
+        counts = np.diag(np.full(len(class_names), 1000.0))  # the widest colour-bar labels
+        for normalize in (False, True):
+            confusion = self._figure("confusion", tuple(class_names), normalize)
+            confusion.update(counts, "epoch 10")  # a title as long as a run's, give or take a digit
+            confusion.pixels()
+
+    def draw(self, job: PictureJob) -> Picture:
         if job.kind == "templates":
             figure = self._figure("templates", job.class_names, job.input_std is not None)
             figure.update(job.values, job.input_std, f"epoch {job.step}")
@@ -208,7 +214,7 @@ class Drawer:
     def _figure(self, kind: str, class_names: tuple[str, ...], variant: bool):
         from softmax_cli.viz import ConfusionMatrix, WeightTemplates
 
-        key = (kind, variant)
+        key = (kind, variant, class_names)
         if key not in self._figures:
             if kind == "templates":
                 self._figures[key] = WeightTemplates(class_names, variant, IMAGE_DPI, TEMPLATES_SIZE_IN)
@@ -227,9 +233,9 @@ def _png(pixels) -> bytes:
     return buffer.getvalue()
 
 
-def serve(source, sink) -> None:
+def serve(source, sink, drawer: Drawer | None = None) -> None:
     """Answer each job read from `source` with its Picture or PictureFailure on `sink`, until `source` ends."""
-    drawer = Drawer()
+    drawer = drawer or Drawer()
     while True:
         try:
             job = pickle.load(source)
@@ -248,8 +254,17 @@ def main() -> None:
     """The worker process's body."""
     # The trainer decides when drawing stops (it closes stdin, or kills a stuck worker).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Work done before the first job: a trainer that started this process first (the CLI does)
+    # spends the next second loading torch.
+    from softmax_cli.fashion_mnist import CLASS_NAMES
+
+    drawer = Drawer()
     try:
-        serve(sys.stdin.buffer, sys.stdout.buffer)
+        drawer.prepare(CLASS_NAMES)
+    except Exception:
+        pass  # the jobs will meet the same failure and report it
+    try:
+        serve(sys.stdin.buffer, sys.stdout.buffer, drawer)
     except BrokenPipeError:
         pass  # the trainer is gone: nobody wants the pictures
 

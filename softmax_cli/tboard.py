@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from softmax_cli.models import SoftmaxRegression
+from softmax_cli.pictures import PictureWorker
 from softmax_cli.training import EpochMetrics, TrainingCallbacks, TrainingPlan, TrainingResult
 
 SCALAR_TAGS = {
@@ -89,15 +90,21 @@ def session_end_summary(status: int):
 class TensorBoardLogger(TrainingCallbacks):
     """Writes one run's curves into its own folder, so repeated runs never mix."""
 
-    def __init__(self, log_dir: Path, on_picture_failure: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        on_picture_failure: Callable[[str], None] | None = None,
+        pictures: PictureWorker | None = None,
+    ) -> None:
         """on_picture_failure hears, once, why the pictures stopped (the curves go on); without
-        it, that failure is raised like any other."""
+        it, that failure is raised like any other. `pictures` is a picture process started
+        earlier (the CLI starts one before importing torch); without it, one starts with training."""
         self.log_dir = log_dir
         self.on_picture_failure = on_picture_failure
         self.writer = None
         self.plan = None
         self._writer_class = None
-        self.pictures = None  # pictures.PictureWorker, from the start of training
+        self.pictures = pictures
         self._templates_step = None  # the last epoch whose templates were sent to be drawn
         self._threads_before = None  # torch's CPU threads, while one core is left to the pictures
 
@@ -107,14 +114,14 @@ class TensorBoardLogger(TrainingCallbacks):
         from torch.utils.tensorboard import SummaryWriter
 
         from softmax_cli.data import class_names
-        from softmax_cli.pictures import PictureJob, PictureWorker
+        from softmax_cli.pictures import PictureWorker
 
         self.plan = plan
         self.class_names = tuple(class_names())
         self._writer_class = SummaryWriter
         _quiet_writer_thread_failures()
-        self.pictures = PictureWorker()  # it imports matplotlib while the first epochs train
-        self.pictures.submit(PictureJob("prepare", "", plan.hparams.epochs, None, self.class_names))
+        if self.pictures is None:
+            self.pictures = PictureWorker()  # it imports matplotlib while the first epochs train
         if plan.device.type == "cpu":
             self._leave_a_core_to_the_pictures()
 

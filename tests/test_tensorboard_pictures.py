@@ -46,7 +46,6 @@ def decoded_size(picture: Picture) -> tuple[int, int]:
 
 def test_the_worker_answers_each_job_in_order_and_never_loads_torch():
     jobs = [
-        PictureJob("prepare", "", 3, None, NAMES),
         templates_job(1),
         templates_job(2, standardized=True),
         confusion_job(False),
@@ -62,13 +61,26 @@ def test_the_worker_answers_each_job_in_order_and_never_loads_torch():
     assert done.stderr.decode() == "[]"
     answers = io.BytesIO(done.stdout)
     replies = [pickle.load(answers) for _ in jobs]
-    assert replies[0] is None  # "prepare" lays figures out and draws nothing
-    assert [(reply.tag, reply.step) for reply in replies[1:]] == [
+    assert answers.read() == b""
+    assert [(reply.tag, reply.step) for reply in replies] == [
         ("weights", 1), ("weights", 2), ("confusion_matrix", 3), ("confusion_matrix/normalized", 3)
     ]  # fmt: skip
-    sizes = [decoded_size(reply) for reply in replies[1:]]
+    sizes = [decoded_size(reply) for reply in replies]
     assert sizes == [(416, 264), (416, 264), (416, 392), (416, 392)]
-    assert all((reply.width, reply.height) == size for reply, size in zip(replies[1:], sizes, strict=True))
+    assert all((reply.width, reply.height) == size for reply, size in zip(replies, sizes, strict=True))
+
+
+def test_a_prepared_confusion_figure_is_laid_out_again_when_its_colour_bar_grows():
+    from softmax_cli.pictures import CONFUSION_SIZE_IN, IMAGE_DPI, Drawer
+
+    drawer = Drawer()
+    drawer.prepare(NAMES)
+    figure = drawer._figure("confusion", NAMES, False)
+    figure.update(np.diag(np.full(10, 900_000)), "epoch 3")  # "800000" where the layout made room for "1000"
+    pixels = figure.pixels()
+    assert pixels.shape == (CONFUSION_SIZE_IN[1] * IMAGE_DPI, CONFUSION_SIZE_IN[0] * IMAGE_DPI, 3)
+    renderer = figure.figure.canvas.get_renderer()
+    assert figure.colour_bar.ax.get_tightbbox(renderer).x1 <= figure.figure.bbox.x1
 
 
 def test_a_job_the_worker_cannot_draw_comes_back_as_one_line():
