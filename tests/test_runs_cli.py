@@ -10,6 +10,7 @@ import inspect
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -42,12 +43,24 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
+@pytest.fixture(scope="module")
+def trained_two_runs(synthetic_data_dir, tmp_path_factory, one_torch_thread) -> tuple[Path, dict, dict]:
+    """Two trainings in ./runs of a fresh folder, once per module: an older scratch run, then a newer concise one."""
+    folder = tmp_path_factory.mktemp("two-runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        older = train(synthetic_data_dir, "--impl", "scratch")
+        newer = train(synthetic_data_dir, "--impl", "concise", "--val-split", "0.2")
+    return folder, older, newer
+
+
 @pytest.fixture
-def two_runs(synthetic_data_dir, tmp_path, monkeypatch) -> tuple[dict, dict]:
-    """Two trainings in ./runs of a fresh folder: an older scratch run, then a newer concise one."""
+def two_runs(trained_two_runs, tmp_path, monkeypatch) -> tuple[dict, dict]:
+    """This test's own copy of the two runs, in ./runs of a fresh folder (their paths are relative to it)."""
+    folder, older, newer = trained_two_runs
+    assert not Path(older["checkpoint"]).is_absolute()
+    shutil.copytree(folder / "runs", tmp_path / "runs", copy_function=shutil.copy2)
     monkeypatch.chdir(tmp_path)
-    older = train(synthetic_data_dir, "--impl", "scratch")
-    newer = train(synthetic_data_dir, "--impl", "concise", "--val-split", "0.2")
     return older, newer
 
 
