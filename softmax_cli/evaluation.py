@@ -47,7 +47,7 @@ def evaluate_checkpoint(
     checkpoint: dict, data_dir: Path, device: torch.device, batch_size: int | None = None
 ) -> tuple[Evaluation, SoftmaxRegression]:
     """Evaluate a checkpoint on the 10,000 test images with the same code path training used."""
-    model = model_from_checkpoint(checkpoint, device)
+    model = model_from_checkpoint(checkpoint, device, to_train=False)
     batch_size = batch_size or Hparams.from_checkpoint(checkpoint).batch_size
     test = MemoryBatches(read_split(data_dir, "test"), batch_size, device, shuffle=False)
     return evaluate(model, test), model
@@ -68,7 +68,7 @@ def predict_test_examples(
     checkpoint: dict, data_dir: Path, device: torch.device, count: int, only_wrong: bool = False
 ) -> Predictions:
     """The first `count` test images (or the first `count` misclassified ones) with their predictions."""
-    model = model_from_checkpoint(checkpoint, device)
+    model = model_from_checkpoint(checkpoint, device, to_train=False)
     test = read_split(data_dir, "test")
     batches = MemoryBatches(test, Hparams.from_checkpoint(checkpoint).batch_size, device, shuffle=False)
     with torch.no_grad():

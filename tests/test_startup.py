@@ -17,7 +17,7 @@ import pytest
 
 from tests import helpers
 
-HEAVY = ("torch", "torchvision", "tensorboard", "matplotlib")
+HEAVY = ("torch", "torchvision", "tensorboard", "matplotlib", "torch._dynamo")
 
 # Runs the app in this fresh interpreter, then writes its exit code and the heavy modules it
 # imported to the file named first.
@@ -50,17 +50,18 @@ def imports_of(tmp_path, *args) -> list[str]:
     return result["heavy"]
 
 
-@pytest.fixture(scope="module")
-def trained(synthetic_data_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["scratch", "concise"])
+def trained(synthetic_data_dir, tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("startup-train")
-    return helpers.train_checkpoint(synthetic_data_dir, folder, "--epochs", "1", "--batch-size", "64")[0]
+    options = ("--impl", request.param, "--epochs", "1", "--batch-size", "64")
+    return helpers.train_checkpoint(synthetic_data_dir, folder, *options)[0]
 
 
 def test_training_with_the_memory_loader_imports_no_torchvision(synthetic_data_dir, tmp_path):
     heavy = imports_of(
         tmp_path, "train", "--data-dir", synthetic_data_dir, "--device", "cpu", "--epochs", "1", "--batch-size", "64"
     )
-    assert "torch" in heavy and "torchvision" not in heavy
+    assert "torch" in heavy and "torchvision" not in heavy and "torch._dynamo" not in heavy
 
 
 def test_the_books_dataloader_still_uses_torchvision(synthetic_data_dir, tmp_path):
@@ -73,9 +74,11 @@ def test_the_books_dataloader_still_uses_torchvision(synthetic_data_dir, tmp_pat
 
 
 @pytest.mark.parametrize("command", [["eval"], ["predict", "--n", "4"]], ids=["eval", "predict"])
-def test_eval_and_predict_import_no_torchvision(synthetic_data_dir, trained, tmp_path, command):
+def test_eval_and_predict_import_no_torchvision_nor_torchs_compiler(synthetic_data_dir, trained, tmp_path, command):
+    # torch._dynamo costs about 0.9 s; torch.optim's SGD imports it when built, which
+    # evaluating a concise checkpoint has no need of.
     heavy = imports_of(tmp_path, *command, trained, "--data-dir", synthetic_data_dir, "--device", "cpu")
-    assert "torch" in heavy and "torchvision" not in heavy
+    assert "torch" in heavy and "torchvision" not in heavy and "torch._dynamo" not in heavy
 
 
 def test_a_no_op_download_imports_no_torch(synthetic_data_dir, tmp_path):
