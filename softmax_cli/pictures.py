@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,20 +90,27 @@ class PictureWorker:
     hand back the pictures drawn so far, in order. A failure raises PictureError."""
 
     def __init__(self) -> None:
-        package_root = str(Path(__file__).resolve().parent.parent)
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "softmax_cli.pictures"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # failures come back as PictureFailures, one line each
-            env=env,
-            start_new_session=True,
-        )
+        """Start the process. Never raises: a process that cannot start (no memory, no file
+        descriptors left) is reported by the first ready() or finish(), like any failure."""
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.pending = 0  # jobs submitted whose picture has not been handed back
+        package_root = str(Path(__file__).resolve().parent.parent)
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "softmax_cli.pictures"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # failures come back as PictureFailures, one line each
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._process = None
+            self._inbox.put(PictureFailure("", 0, f"the picture process could not start: {exc.strerror or exc}"))
+            return
         # The pipes are served by threads that block in the kernel, not holding the
         # interpreter lock: a job waiting for a busy worker never stalls an epoch.
         threading.Thread(target=self._send, name="pictures-send", daemon=True).start()
@@ -133,22 +141,26 @@ class PictureWorker:
         """End the worker: its stdin closes, so an idle worker ends by itself (not waited for:
         its interpreter's exit takes a tenth of a second); one still drawing is stopped."""
         self._outbox.put(None)
-        if self.pending and self._process.poll() is None:
+        if self._process is not None and self.pending and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
 
     def _collect(self, timeout: float | None) -> list[Picture]:
         pictures = []
-        while self.pending:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.pending or self._process is None:
             try:
-                item = self._inbox.get(timeout=timeout) if timeout is not None else self._inbox.get_nowait()
+                if deadline is None:
+                    item = self._inbox.get_nowait()
+                else:
+                    item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                if timeout is None:
+                if deadline is None:
                     break
                 raise PictureError(f"the pictures took over {timeout:.0f} s to draw") from None
-            self.pending -= 1
             if isinstance(item, PictureFailure):
                 raise PictureError(f"{item.tag} (step {item.step}): {item.reason}" if item.tag else item.reason)
+            self.pending -= 1
             pictures.append(item)
         return pictures
 
@@ -171,9 +183,9 @@ class PictureWorker:
         while True:
             try:
                 self._inbox.put(pickle.load(stdout))
-            except (EOFError, OSError, pickle.UnpicklingError):
+            except Exception:  # EOF, a broken pipe, a garbled answer: the process is gone or going
                 code = self._process.wait()
-                self._inbox.put(PictureFailure("pictures", -1, f"the picture process ended (exit code {code})"))
+                self._inbox.put(PictureFailure("", 0, f"the picture process ended (exit code {code})"))
                 return
 
 

@@ -91,6 +91,15 @@ def test_a_job_the_worker_cannot_draw_comes_back_as_one_line():
         worker.finish()
 
 
+def test_a_picture_process_that_cannot_start_is_reported_by_the_first_look(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    worker = PictureWorker()  # never raises: training must not fail for a picture
+    worker.submit(templates_job(1))
+    with pytest.raises(PictureError, match=r"^the picture process could not start: No such file or directory$"):
+        worker.ready()
+    worker.close()
+
+
 class KillThePictures(training.TrainingCallbacks):
     """Kills the logger's picture process after the given epoch, as the OOM killer might."""
 
