@@ -4,23 +4,25 @@ Drawing the labelled figures with matplotlib costs about as much as the ten epoc
 default run: importing matplotlib, laying the figure out, then tens of milliseconds an
 epoch. A thread would not help: matplotlib holds the interpreter lock while it draws, and
 the training loop needs it between every small tensor operation. A process of its own
-(`python -m softmax_cli.pictures`) draws on another core instead, and it imports neither
+(see worker_command) draws on another core instead, and it imports neither
 torch nor anything of training: numpy, matplotlib and Pillow (for PNG) only.
 
 The protocol is pickle over the worker's stdin and stdout, between two processes of this
 package: the trainer sends PictureJobs (numpy arrays) and gets back, for each job and in
-order, a Picture (PNG bytes) or a PictureFailure. The
-worker ends when its stdin does, so it never outlives the trainer, and it runs in a session
-of its own so that Ctrl-C at the terminal stops the trainer (which decides what to finish)
-and not the drawing.
+order, a Picture (PNG bytes) or a PictureFailure. The worker ends when its stdin does, so it
+ends with the trainer (once a forked DataLoader worker, which shares the pipe, is gone too),
+and it runs in a session of its own so that Ctrl-C at the terminal stops the trainer (which
+decides what to finish) and not the drawing.
 
 TensorBoard shows about ten pictures per tag unless told otherwise (--samples_per_plugin),
-so when the worker falls more than MAX_BACKLOG pictures behind (epochs of milliseconds, on a
-GPU), an epoch's templates are skipped rather than queued; the last epoch's is always drawn.
+so when MAX_BACKLOG or more pictures wait to be drawn (epochs of milliseconds, on a GPU), an
+epoch's templates are skipped rather than queued; the last finished epoch's are always drawn.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import pickle
 import queue
@@ -31,7 +33,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -46,10 +47,16 @@ MAX_BACKLOG = 8
 # How long the end of a run waits for the pictures still being drawn: ample for the few
 # tenths of a second they take, bounded so a stuck worker cannot hold the run's exit.
 FINISH_TIMEOUT_S = 60.0
+STOPPED_FINISH_TIMEOUT_S = 5.0  # after Ctrl-C or SIGTERM, when the user waits for the exit
 
 
 class PictureError(Exception):
-    """The picture worker failed or is gone; the message says how, in one line."""
+    """The picture worker failed or is gone; the message says how, in one line. `drawn` holds
+    the pictures that came back before the failure, so the caller can still write them."""
+
+    def __init__(self, message: str, drawn: list[Picture] | None = None) -> None:
+        super().__init__(message)
+        self.drawn = drawn or []
 
 
 @dataclass(frozen=True)
@@ -85,9 +92,22 @@ class PictureFailure:
 # --------------------------------------------------------------------------- the trainer's side
 
 
+def worker_command() -> list[str]:
+    """The command that starts the worker: this interpreter, isolated (-I: no current folder,
+    no PYTHON* variables on its path, where a stray `softmax_cli/` or `numpy.py` could shadow
+    ours), given the trainer's own import path so it loads the very same modules."""
+    code = "import json, sys; sys.path[:] = json.loads(sys.argv[1]); from softmax_cli.pictures import main; main()"
+    return [sys.executable, "-I", "-c", code, json.dumps([os.path.abspath(entry) for entry in sys.path])]
+
+
 class PictureWorker:
     """The drawing process, seen from the trainer: submit() never blocks, ready() and finish()
-    hand back the pictures drawn so far, in order. A failure raises PictureError."""
+    hand back the pictures drawn so far, in order. A failure raises PictureError.
+
+    Whoever holds it closes it; TensorBoardLogger takes over one it is given.
+    """
+
+    max_backlog = MAX_BACKLOG
 
     def __init__(self) -> None:
         """Start the process. Never raises: a process that cannot start (no memory, no file
@@ -95,26 +115,29 @@ class PictureWorker:
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.pending = 0  # jobs submitted whose picture has not been handed back
-        package_root = str(Path(__file__).resolve().parent.parent)
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+        self.submitted = 0
+        self._last_words = collections.deque(maxlen=1)  # the worker's last line on stderr
+        self._process = None
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "softmax_cli.pictures"],
+                worker_command(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,  # failures come back as PictureFailures, one line each
-                env=env,
+                stderr=subprocess.PIPE,
+                # POSIX: the terminal's Ctrl-C goes to the trainer's process group, not here
+                # (main() also ignores SIGINT, for systems without sessions).
                 start_new_session=True,
             )
-        except OSError as exc:
-            self._process = None
-            self._inbox.put(PictureFailure("", 0, f"the picture process could not start: {exc.strerror or exc}"))
-            return
-        # The pipes are served by threads that block in the kernel, not holding the
-        # interpreter lock: a job waiting for a busy worker never stalls an epoch.
-        threading.Thread(target=self._send, name="pictures-send", daemon=True).start()
-        threading.Thread(target=self._receive, name="pictures-receive", daemon=True).start()
+            # The pipes are served by threads that block in the kernel, not holding the
+            # interpreter lock: a job waiting for a busy worker never stalls an epoch.
+            self._listener = threading.Thread(target=self._listen, name="pictures-stderr", daemon=True)
+            self._listener.start()
+            threading.Thread(target=self._send, name="pictures-send", daemon=True).start()
+            threading.Thread(target=self._receive, name="pictures-receive", daemon=True).start()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: no thread could start
+            self._kill()
+            reason = getattr(exc, "strerror", None) or str(exc)
+            self._inbox.put(PictureFailure("", 0, f"the picture process could not start: {reason}"))
 
     def __enter__(self) -> PictureWorker:
         return self
@@ -124,7 +147,12 @@ class PictureWorker:
 
     def submit(self, job: PictureJob) -> None:
         self.pending += 1
+        self.submitted += 1
         self._outbox.put(job)
+
+    def is_behind(self) -> bool:
+        """Whether max_backlog or more pictures wait to be drawn (see the module's docstring)."""
+        return self.pending >= self.max_backlog
 
     def ready(self) -> list[Picture]:
         """The pictures drawn since the last call, without waiting."""
@@ -139,9 +167,14 @@ class PictureWorker:
 
     def close(self) -> None:
         """End the worker: its stdin closes, so an idle worker ends by itself (not waited for:
-        its interpreter's exit takes a tenth of a second); one still drawing is stopped."""
+        its interpreter's exit takes a tenth of a second); one that was never given a job or
+        is still drawing is stopped."""
         self._outbox.put(None)
-        if self._process is not None and self.pending and self._process.poll() is None:
+        if self.pending or not self.submitted:
+            self._kill()
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
 
@@ -157,9 +190,10 @@ class PictureWorker:
             except queue.Empty:
                 if deadline is None:
                     break
-                raise PictureError(f"the pictures took over {timeout:.0f} s to draw") from None
+                raise PictureError(f"the pictures took over {timeout:.0f} s to draw", pictures) from None
             if isinstance(item, PictureFailure):
-                raise PictureError(f"{item.tag} (step {item.step}): {item.reason}" if item.tag else item.reason)
+                reason = f"{item.tag} (step {item.step}): {item.reason}" if item.tag else item.reason
+                raise PictureError(reason, pictures)
             self.pending -= 1
             pictures.append(item)
         return pictures
@@ -183,10 +217,22 @@ class PictureWorker:
         while True:
             try:
                 self._inbox.put(pickle.load(stdout))
-            except Exception:  # EOF, a broken pipe, a garbled answer: the process is gone or going
+            except Exception as exc:  # EOF, a broken pipe, a garbled answer: the worker is done for
+                if not isinstance(exc, EOFError):
+                    self._kill()
                 code = self._process.wait()
-                self._inbox.put(PictureFailure("", 0, f"the picture process ended (exit code {code})"))
+                self._listener.join(timeout=1)  # until the worker's stderr is read to its end
+                last_words = f": {self._last_words[0]}" if self._last_words else ""
+                self._inbox.put(PictureFailure("", 0, f"the picture process ended (exit code {code}){last_words}"))
                 return
+
+    def _listen(self) -> None:
+        # Drained all along, so a chatty worker never blocks on a full pipe; the last line says
+        # why a worker died (a missing matplotlib, say). _receive reads it only after wait().
+        for line in self._process.stderr:
+            text = line.decode(errors="replace").strip()
+            if text:
+                self._last_words.append(text)
 
 
 # --------------------------------------------------------------------------- the worker's side
@@ -263,9 +309,13 @@ def serve(source, sink, drawer: Drawer | None = None) -> None:
 
 
 def main() -> None:
-    """The worker process's body."""
+    """The worker process's body (see worker_command)."""
     # The trainer decides when drawing stops (it closes stdin, or kills a stuck worker).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The answers get their own copy of stdout; anything else written to it (a library's
+    # stray print) goes to stderr instead of garbling them.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     # Work done before the first job: a trainer that started this process first (the CLI does)
     # spends the next second loading torch.
     from softmax_cli.fashion_mnist import CLASS_NAMES
@@ -276,13 +326,6 @@ def main() -> None:
     except Exception:
         pass  # the jobs will meet the same failure and report it
     try:
-        serve(sys.stdin.buffer, sys.stdout.buffer, drawer)
+        serve(sys.stdin.buffer, answers, drawer)
     except BrokenPipeError:
         pass  # the trainer is gone: nobody wants the pictures
-
-
-if __name__ == "__main__":
-    # Run through the package's module, so the pickled Pictures name softmax_cli.pictures, not __main__.
-    from softmax_cli import pictures
-
-    pictures.main()

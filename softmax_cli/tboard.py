@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from softmax_cli.models import SoftmaxRegression
-from softmax_cli.pictures import PictureWorker
+from softmax_cli.pictures import FINISH_TIMEOUT_S, STOPPED_FINISH_TIMEOUT_S, PictureError, PictureJob, PictureWorker
 from softmax_cli.training import EpochMetrics, TrainingCallbacks, TrainingPlan, TrainingResult
 
 SCALAR_TAGS = {
@@ -106,6 +106,7 @@ class TensorBoardLogger(TrainingCallbacks):
         self._writer_class = None
         self.pictures = pictures
         self._templates_step = None  # the last epoch whose templates were sent to be drawn
+        self._skipped = None  # (epoch, W, std) of the last epoch skipped while the worker was behind
         self._threads_before = None  # torch's CPU threads, while one core is left to the pictures
 
     def on_train_start(self, plan: TrainingPlan) -> None:
@@ -114,7 +115,6 @@ class TensorBoardLogger(TrainingCallbacks):
         from torch.utils.tensorboard import SummaryWriter
 
         from softmax_cli.data import class_names
-        from softmax_cli.pictures import PictureWorker
 
         self.plan = plan
         self.class_names = tuple(class_names())
@@ -136,8 +136,8 @@ class TensorBoardLogger(TrainingCallbacks):
 
     def _leave_a_core_to_the_pictures(self) -> None:
         # torch's CPU threads wait for work by spinning, so with one per core they take the
-        # core the picture process draws on: on 2 cores the run took 4.4 s instead of 3.5 s.
-        # One thread fewer costs this model nothing (its batches are too small to share out).
+        # core the picture process draws on: on 2 cores a 10-epoch run took 4.3-4.4 s with
+        # both threads, 3.4-3.5 s with one (README, *TensorBoard*, has what it costs an epoch).
         import torch
 
         threads = torch.get_num_threads()
@@ -145,17 +145,23 @@ class TensorBoardLogger(TrainingCallbacks):
             torch.set_num_threads(threads - 1)
             self._threads_before = threads
 
-    def close(self) -> None:
-        """Close the event file and end the picture worker (also after a failed write, when
-        training.BestEffort drops this logger)."""
-        if self.pictures is not None:
-            pictures, self.pictures = self.pictures, None
-            pictures.close()
+    def _give_back_the_core(self) -> None:
         if self._threads_before is not None:
             import torch
 
             torch.set_num_threads(self._threads_before)
             self._threads_before = None
+
+    def _stop_pictures(self) -> None:
+        if self.pictures is not None:
+            pictures, self.pictures = self.pictures, None
+            pictures.close()
+        self._give_back_the_core()
+
+    def close(self) -> None:
+        """Close the event file and end the picture worker (also after a failed write, when
+        training.BestEffort drops this logger)."""
+        self._stop_pictures()
         if self.writer is not None:
             writer, self.writer = self.writer, None
             writer.close()
@@ -170,24 +176,20 @@ class TensorBoardLogger(TrainingCallbacks):
         self.writer.flush()
 
     def _write_ready_and_send_templates(self, epoch: int, model: SoftmaxRegression) -> None:
-        from softmax_cli.pictures import MAX_BACKLOG
-
-        self._write_pictures(self.pictures.ready())
-        if self.pictures.pending < MAX_BACKLOG:  # else skipped: see pictures.py
-            self._send_templates(epoch, model)
-
-    def _send_templates(self, epoch: int, model: SoftmaxRegression) -> None:
         # Watch the ten 28x28 templates form, epoch by epoch. A copy: training goes on updating W in place.
-        from softmax_cli.pictures import PictureJob
-
+        self._write_pictures(self.pictures.ready())
         weight = model.weight_bias()[0].detach().cpu().clone().numpy()
         std = None if model.input_stats is None else model.input_stats[1].cpu().numpy()
+        if self.pictures.is_behind():  # skipped (see pictures.py), kept should it be the last
+            self._skipped = (epoch, weight, std)
+        else:
+            self._send_templates(epoch, weight, std)
+
+    def _send_templates(self, epoch: int, weight, std) -> None:
         self.pictures.submit(PictureJob("templates", "weights", epoch, weight, self.class_names, std))
         self._templates_step = epoch
 
     def _send_confusion(self, result: TrainingResult) -> None:
-        from softmax_cli.pictures import PictureJob
-
         epoch = result.epochs_done
         counts = result.final_evaluation.confusion.cpu().numpy()
         for tag, normalize in (("confusion_matrix", False), ("confusion_matrix/normalized", True)):
@@ -205,33 +207,36 @@ class TensorBoardLogger(TrainingCallbacks):
             self.writer.file_writer.add_summary(summary, picture.step)
 
     def _pictures(self, work: Callable, *args) -> None:
-        """Do picture work; should the worker fail, report it once and go on without pictures."""
-        from softmax_cli.pictures import PictureError
-
+        """Do picture work; should the worker fail, keep what it drew, report the failure once
+        and go on without pictures (the curves are this logger's own; training.BestEffort
+        handles the failures of those)."""
         if self.pictures is None:
             return
         try:
             work(*args)
         except PictureError as exc:
-            self.pictures.close()
-            self.pictures = None
+            self._stop_pictures()
+            self._write_pictures(exc.drawn)
             if self.on_picture_failure is None:
                 raise
             self.on_picture_failure(f"TensorBoard pictures stopped: {exc}; the curves go on")
 
-    def _finish_pictures(self, result: TrainingResult, model: SoftmaxRegression) -> None:
-        if not result.diverged and result.epochs_done and self._templates_step != result.epochs_done:
-            self._send_templates(result.epochs_done, model)  # the last epoch's, should it have been skipped
+    def _finish_pictures(self, result: TrainingResult) -> None:
+        # The last finished epoch's templates, should they have been skipped: from the copy
+        # taken then, as the model may since have moved on (a stopped or diverged epoch).
+        if self._skipped is not None and self._skipped[0] == result.epochs_done != self._templates_step:
+            self._send_templates(*self._skipped)
         if result.final_evaluation is not None:
             self._send_confusion(result)
-        self._write_pictures(self.pictures.finish())
+        # After a stop, the user is waiting: a worker still busy then is not waited for long.
+        self._write_pictures(self.pictures.finish(STOPPED_FINISH_TIMEOUT_S if result.interrupted else FINISH_TIMEOUT_S))
 
     def on_train_end(self, result: TrainingResult, model: SoftmaxRegression) -> None:
         if self.writer is None:
             self.close()
             return  # no epoch finished in this run: nothing to log, and no event file
         try:
-            self._pictures(self._finish_pictures, result, model)
+            self._pictures(self._finish_pictures, result)
             status = session_end_status(result.diverged, result.interrupted)
             self.writer.file_writer.add_summary(session_end_summary(status))
         finally:

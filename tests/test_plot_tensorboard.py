@@ -170,7 +170,12 @@ def test_tensorboard_holds_test_loss_labelled_images_typed_hparams_and_the_book_
 def test_tensorboard_status_says_how_a_run_ended(synthetic_data_dir, tmp_path):
     interrupted = tmp_path / "interrupted"
     helpers.fit(synthetic_data_dir, interrupted, tboard_with(interrupted, helpers.InterruptAt(1)), epochs=3)
-    assert helpers.session_status(helpers.tensorboard_events(interrupted)) == "STATUS_UNKNOWN"
+    stopped = helpers.tensorboard_events(interrupted)
+    assert helpers.session_status(stopped) == "STATUS_UNKNOWN"
+    # The stop came after epoch 1 was saved: its pictures are there, and nothing later.
+    assert {tag: [event.step for event in stopped.Images(tag)] for tag in stopped.Tags()["images"]} == {
+        "weights": [1], "confusion_matrix": [1], "confusion_matrix/normalized": [1]
+    }  # fmt: skip
     diverged = tmp_path / "diverged"
     with pytest.raises(TrainingDiverged):
         helpers.fit(

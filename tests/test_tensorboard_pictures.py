@@ -51,14 +51,16 @@ def test_the_worker_answers_each_job_in_order_and_never_loads_torch():
         confusion_job(False),
         confusion_job(True),
     ]
-    # The worker's own loop, in a fresh interpreter, fed the pickled jobs as the trainer sends them.
-    script = (
-        "import sys; from softmax_cli import pictures; pictures.serve(sys.stdin.buffer, sys.stdout.buffer); "
-        "sys.stderr.write(str(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))))"
-    )
+    # The worker as the trainer starts it, fed the pickled jobs as the trainer sends them, with
+    # Python reporting every module it imports.
+    command = pictures.worker_command()
     fed = b"".join(pickle.dumps(job) for job in jobs)
-    done = subprocess.run([sys.executable, "-c", script], input=fed, capture_output=True, timeout=120, check=True)
-    assert done.stderr.decode() == "[]"
+    done = subprocess.run(
+        [command[0], "-X", "importtime", *command[1:]], input=fed, capture_output=True, timeout=120, check=True
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.decode().splitlines() if "|" in line}
+    assert "matplotlib.figure" in imported
+    assert not {module for module in imported if module.split(".")[0] in ("torch", "torchvision")}
     answers = io.BytesIO(done.stdout)
     replies = [pickle.load(answers) for _ in jobs]
     assert answers.read() == b""
@@ -100,6 +102,16 @@ def test_a_picture_process_that_cannot_start_is_reported_by_the_first_look(tmp_p
     worker.close()
 
 
+def test_a_worker_that_dies_says_why_in_its_last_words(monkeypatch):
+    dying = "import sys; sys.stderr.write('ModuleNotFoundError: No module named matplotlib\\n'); sys.exit(1)"
+    monkeypatch.setattr(pictures, "worker_command", lambda: [sys.executable, "-c", dying])
+    worker = PictureWorker()
+    worker.submit(templates_job(1))
+    expected = r"^the picture process ended \(exit code 1\): ModuleNotFoundError: No module named matplotlib$"
+    with pytest.raises(PictureError, match=expected):
+        worker.finish()
+
+
 class KillThePictures(training.TrainingCallbacks):
     """Kills the logger's picture process after the given epoch, as the OOM killer might."""
 
@@ -129,7 +141,7 @@ def test_a_picture_process_that_dies_is_reported_once_and_the_curves_go_on(synth
 def test_when_the_pictures_fall_behind_epochs_are_skipped_but_the_last_is_drawn(
     synthetic_data_dir, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(pictures, "MAX_BACKLOG", 0)  # as if the worker were always behind
+    monkeypatch.setattr(PictureWorker, "max_backlog", 0)  # as if the worker were always behind
     helpers.fit(synthetic_data_dir, tmp_path, TensorBoardLogger(tmp_path), epochs=3)
     accumulator = helpers.tensorboard_events(tmp_path)
     assert [event.step for event in accumulator.Images("weights")] == [3]
