@@ -98,7 +98,8 @@ class TensorBoardLogger(TrainingCallbacks):
     ) -> None:
         """on_picture_failure hears, once, why the pictures stopped (the curves go on); without
         it, that failure is raised like any other. `pictures` is a picture process started
-        earlier (the CLI starts one before importing torch); without it, one starts with training."""
+        earlier (the CLI starts one before importing torch), which this logger takes over and
+        closes; without it, one starts with training."""
         self.log_dir = log_dir
         self.on_picture_failure = on_picture_failure
         self.writer = None
