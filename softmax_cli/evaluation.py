@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from softmax_cli.config import Hparams
-from softmax_cli.data import NUM_CLASSES, MemoryBatches, read_split
+from softmax_cli.data.batches import NUM_CLASSES, MemoryBatches, read_split
 from softmax_cli.models import SoftmaxRegression, model_from_checkpoint
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from softmax_cli.config import Hparams
-from softmax_cli.data import NUM_CLASSES, NUM_INPUTS
+from softmax_cli.data.batches import NUM_CLASSES, NUM_INPUTS
 
 InputStats = tuple[torch.Tensor, torch.Tensor]
 

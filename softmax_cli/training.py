@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from softmax_cli import checkpoint as ckpt
 from softmax_cli import stops
 from softmax_cli.config import Hparams, RunPaths
-from softmax_cli.data import class_names, prepare_data, read_split, validation_indices
+from softmax_cli.data.batches import class_names, prepare_data, read_split, validation_indices
 from softmax_cli.errors import CheckpointError, DataError, SoftmaxError, TrainingDiverged, UsageError
 from softmax_cli.evaluation import Evaluation, evaluate
 from softmax_cli.models import SoftmaxRegression, make_model, model_from_checkpoint
+from softmax_cli.runs import checkpoint as ckpt
 
 
 def _shuffle_generator(hparams: Hparams, device: torch.device) -> torch.Generator:

@@ -17,8 +17,8 @@ import torch
 
 from softmax_cli import training
 from softmax_cli.config import Hparams, RunPaths
-from softmax_cli.paths import raw_dir
-from softmax_cli.verified import record_verified
+from softmax_cli.data.paths import raw_dir
+from softmax_cli.data.verified import record_verified
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -73,7 +73,7 @@ def synthetic_split(n: int, seed: int) -> tuple[bytes, bytes]:
 def write_synthetic_dataset(data_dir: Path, n_train: int = 600, n_test: int = 200, gz: bool = False) -> Path:
     """Write the four IDX files (uncompressed, or .gz) into data_dir's raw folder; return that folder.
 
-    Uncompressed files are then recorded as verified (softmax_cli.verified.record_verified, with their
+    Uncompressed files are then recorded as verified (softmax_cli.data.verified.record_verified, with their
     own md5s), as `softmax download` records the official ones: without that, every reader would refuse
     them for not being the official Fashion-MNIST files.
     """

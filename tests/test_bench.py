@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from softmax_cli import bench
+from softmax_cli.bench import measure as bench
 from tests import helpers
 
 ROW_FIELDS = {
@@ -179,7 +179,7 @@ def test_an_isolated_row_reports_its_own_process(synthetic_data_dir):
 def test_a_failing_subprocess_is_a_bench_error():
     # The row worker refuses a malformed command line before importing torch: cheap to provoke.
     with pytest.raises(bench.BenchError, match="row 'x' failed \\(exit 2\\): usage"):
-        bench._run_json_subprocess([sys.executable, "-m", "softmax_cli.bench", "not-a-row"], "row 'x'")
+        bench._run_json_subprocess([sys.executable, "-m", "softmax_cli.bench.measure", "not-a-row"], "row 'x'")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -236,9 +236,9 @@ def test_targets_are_computed_from_the_rows():
 
 
 def test_startup_probes_time_whole_processes_against_import_torch(tmp_path):
-    from softmax_cli import bench_startup
-    from softmax_cli.fashion_mnist import RAW_MD5
-    from softmax_cli.verified import VerifiedStamp, record_written
+    from softmax_cli.bench import startup as bench_startup
+    from softmax_cli.data.fashion_mnist import RAW_MD5
+    from softmax_cli.data.verified import VerifiedStamp, record_written
 
     # Synthetic files recorded as the official ones, so that `download` finds nothing to do (no network).
     folder = helpers.write_synthetic_dataset(tmp_path / "data", n_train=300, n_test=100)
@@ -262,8 +262,8 @@ def test_startup_probes_time_whole_processes_against_import_torch(tmp_path):
 
 
 def test_a_failing_startup_probe_is_one_error(tmp_path):
-    from softmax_cli import bench_startup
-    from softmax_cli.verified import STAMP_NAME
+    from softmax_cli.bench import startup as bench_startup
+    from softmax_cli.data.verified import STAMP_NAME
 
     # Files that are not the official ones and not recorded as verified: train refuses them (no network needed).
     (helpers.write_synthetic_dataset(tmp_path / "data", n_train=20, n_test=10) / STAMP_NAME).unlink()

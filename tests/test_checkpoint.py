@@ -1,4 +1,4 @@
-"""The checkpoint format (softmax_cli.checkpoint): contents, safe loading, validation, atomic writes.
+"""The checkpoint format (softmax_cli.runs.checkpoint): contents, safe loading, validation, atomic writes.
 
 Checkpoints are trained for real on the session's small synthetic dataset (conftest's
 synthetic_data_dir, 600 train / 200 test images), mostly through training.fit for speed.
@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from softmax_cli import atomic, evaluation
-from softmax_cli import checkpoint as ckpt
 from softmax_cli.config import Hparams
 from softmax_cli.errors import CheckpointError, TrainingDiverged
+from softmax_cli.runs import checkpoint as ckpt
 from tests import helpers
 from tests.helpers import CPU, InterruptAt, fit, same_checkpoint
 

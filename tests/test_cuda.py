@@ -26,7 +26,7 @@ def fit_on(device, data_dir, out, callbacks=None, resume_from=None, **hparams):
 
 
 def final_weights(result):
-    from softmax_cli.checkpoint import load_checkpoint
+    from softmax_cli.runs.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(result.checkpoint)
     return loaded["weight"], loaded["bias"]
@@ -51,7 +51,7 @@ def test_scratch_and_concise_agree_on_cuda(synthetic_data_dir, tmp_path):
 
 @pytest.mark.parametrize("impl", ["scratch", "concise"])
 def test_resume_on_cuda_equals_a_straight_run(synthetic_data_dir, tmp_path, impl):
-    from softmax_cli.checkpoint import load_checkpoint
+    from softmax_cli.runs.checkpoint import load_checkpoint
 
     settings = {"impl": impl, "batch_size": 64, "momentum": 0.9}
     straight = fit_on(CUDA, synthetic_data_dir, tmp_path / "straight", epochs=4, **settings)

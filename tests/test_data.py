@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from softmax_cli import data
+from softmax_cli.data import batches as data
 
 
 def _epoch(batches):

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from softmax_cli import data, idx
-from softmax_cli import download as dl
-from softmax_cli.fashion_mnist import SPLIT_FILES
-from softmax_cli.verified import STAMP_NAME
+from softmax_cli.data import batches as data
+from softmax_cli.data import download as dl
+from softmax_cli.data import idx
+from softmax_cli.data.fashion_mnist import SPLIT_FILES
+from softmax_cli.data.verified import STAMP_NAME
 from tests import helpers
 
 TEST_IMAGES, TEST_LABELS = SPLIT_FILES["test"]

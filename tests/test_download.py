@@ -1,4 +1,4 @@
-"""softmax_cli.download: real transfers over loopback HTTP and file://, imports, and every failure path.
+"""softmax_cli.data.download: real transfers over loopback HTTP and file://, imports, and every failure path.
 
 No urllib mocks: a ThreadingHTTPServer on 127.0.0.1 plays the mirror and can be told to
 misbehave (truncate, corrupt, answer 503 once). Synthetic .gz files keep the logic tested
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from softmax_cli import download as dl
+from softmax_cli.data import download as dl
+from softmax_cli.data.fashion_mnist import GZ_RESOURCES, RAW_MD5
+from softmax_cli.data.verified import STAMP_NAME
 from softmax_cli.errors import DataError
-from softmax_cli.fashion_mnist import GZ_RESOURCES, RAW_MD5
-from softmax_cli.verified import STAMP_NAME
 from tests import helpers
 from tests.helpers import REAL_FILES, md5_of
 

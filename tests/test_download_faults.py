@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from softmax_cli import download as dl
+from softmax_cli.data import download as dl
 from softmax_cli.errors import DataError
 from tests import helpers
 

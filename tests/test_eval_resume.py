@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from softmax_cli import checkpoint as ckpt
 from softmax_cli.config import resolve_hparams
 from softmax_cli.evaluation import per_class_metrics
+from softmax_cli.runs import checkpoint as ckpt
 from tests import helpers
 from tests.helpers import InterruptAt, assert_clean, invoke, only_json, run_train, same_checkpoint, train_checkpoint
 

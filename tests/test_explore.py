@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from softmax_cli import checkpoint as ckpt
-from softmax_cli import data, evaluation, models
+from softmax_cli import evaluation, models
 from softmax_cli.config import PRESETS, ConflictingOption, resolve_hparams
+from softmax_cli.data import batches as data
+from softmax_cli.runs import checkpoint as ckpt
 from tests.helpers import invoke, train_json
 
 SMALL_BATCHES = ("--batch-size", "64")

@@ -1,8 +1,8 @@
 """The dataset's facts and the IDX reader: equal to torchvision's, so drift is caught, and strict about bad files.
 
-softmax_cli.fashion_mnist writes down what torchvision knows (so that the memory loader,
+softmax_cli.data.fashion_mnist writes down what torchvision knows (so that the memory loader,
 eval, predict and a no-op download never import it); these tests compare the two, and the
-hand-written IDX reader (softmax_cli.idx + data.read_split) with torchvision's parser, on
+hand-written IDX reader (softmax_cli.data.idx + data.read_split) with torchvision's parser, on
 synthetic files and, where they are available, on the real ones.
 """
 
@@ -16,7 +16,8 @@ import struct
 import pytest
 import torch
 
-from softmax_cli import data, fashion_mnist, idx
+from softmax_cli.data import batches as data
+from softmax_cli.data import fashion_mnist, idx
 from softmax_cli.errors import DataError
 from tests import helpers
 

@@ -20,11 +20,11 @@ import pytest
 import torch
 from torch import nn
 
-from softmax_cli import checkpoint as ckpt
 from softmax_cli import files
 from softmax_cli.config import Hparams
 from softmax_cli.errors import CheckpointError
 from softmax_cli.models import model_from_checkpoint
+from softmax_cli.runs import checkpoint as ckpt
 from tests import helpers
 from tests.helpers import CPU, assert_clean, invoke, run_train
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from softmax_cli import checkpoint as ckpt
-from softmax_cli import runs, training
+from softmax_cli import training
+from softmax_cli.runs import checkpoint as ckpt
+from softmax_cli.runs import folders as runs
 from tests import helpers
 from tests.helpers import assert_clean, only_json, run_train
 from tests.test_faults_files import POSIX_ONLY, one_error, saved_epoch, start_training, wait_for

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from softmax_cli import viz
-from softmax_cli.data import class_names
+from softmax_cli.data.batches import class_names
+from softmax_cli.pictures import figures as viz
 
 NAMES = class_names()
 SMALL = ("--batch-size", "64", "--epochs", "2")
@@ -192,7 +192,7 @@ def test_save_png_replaces_a_file_whole_and_leaves_no_temporary(tmp_path):
 
 
 def test_templates_redrawn_for_tensorboard_match_a_full_draw_and_relayout_for_wider_tick_labels():
-    from softmax_cli.viz import WeightTemplates, figure_pixels
+    from softmax_cli.pictures.figures import WeightTemplates, figure_pixels
 
     generator = torch.Generator().manual_seed(0)
     narrow, wide = torch.randn(784, 10, generator=generator), torch.randn(784, 10, generator=generator) * 0.035

@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from softmax_cli import histories, tboard
 from softmax_cli.errors import SoftmaxError, TrainingDiverged
-from softmax_cli.runs import SUMMARY_NAME
+from softmax_cli.pictures import tensorboard as tboard
+from softmax_cli.runs import histories
+from softmax_cli.runs.folders import SUMMARY_NAME
 from tests import helpers
 from tests.helpers import assert_clean, invoke, only_json, train_json
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from softmax_cli import runs
 from softmax_cli.config import Hparams
+from softmax_cli.runs import folders as runs
 from tests import helpers
 from tests.helpers import assert_clean, invoke, only_json
 

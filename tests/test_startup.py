@@ -84,8 +84,8 @@ def test_eval_and_predict_import_no_torchvision_nor_torchs_compiler(synthetic_da
 
 def test_a_no_op_download_imports_no_torch(synthetic_data_dir, tmp_path):
     """All four files present and verified: download only stats them."""
-    from softmax_cli.fashion_mnist import RAW_MD5
-    from softmax_cli.verified import VerifiedStamp, record_written
+    from softmax_cli.data.fashion_mnist import RAW_MD5
+    from softmax_cli.data.verified import VerifiedStamp, record_written
 
     # The synthetic files are not the official ones: record them as if a download had verified them.
     data_dir = tmp_path / "data"

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from softmax_cli import checkpoint as ckpt
-from softmax_cli import runs
 from softmax_cli.config import Hparams
-from softmax_cli.sweep import ConfigResult, SweepCallbacks, choose_best, run_sweep
-from softmax_cli.sweep_grid import (
+from softmax_cli.runs import checkpoint as ckpt
+from softmax_cli.runs import folders as runs
+from softmax_cli.sweep.grid import (
     MAX_CONFIGS,
     GridError,
     build_configs,
@@ -24,6 +23,7 @@ from softmax_cli.sweep_grid import (
     parse_list,
     train_command,
 )
+from softmax_cli.sweep.search import ConfigResult, SweepCallbacks, choose_best, run_sweep
 from tests import helpers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -179,7 +179,7 @@ def test_memory_grows_with_k_and_a_grid_that_does_not_fit_is_refused(synthetic_d
     assert estimate_memory(configs, group_configs(configs), None).fits
     assert not estimate_memory(configs, group_configs(configs), 1000).fits
 
-    from softmax_cli import sweep
+    from softmax_cli.sweep import search as sweep
 
     monkeypatch.setattr(sweep, "available_memory", lambda device: 50 * 1024**2)
     result = run_sweep_cli(synthetic_data_dir, tmp_path, "--lr", ",".join(str(i / 10) for i in range(1, 41)))
@@ -315,7 +315,7 @@ def test_tensorboard_has_a_run_per_configuration_with_hparams(synthetic_data_dir
 def test_the_figure_has_one_line_per_other_setting_and_the_png_is_written(synthetic_data_dir, tmp_path):
     from PIL import Image
 
-    from softmax_cli.sweep_report import val_acc_figure
+    from softmax_cli.sweep.report import val_acc_figure
 
     result, _ = sweep_body(
         synthetic_data_dir, tmp_path, {"lr": (0.05, 0.2, 1e37), "weight_decay": (0.0, 1e-3), "seed": (1, 2)}, epochs=1

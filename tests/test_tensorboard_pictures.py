@@ -1,4 +1,4 @@
-"""TensorBoard's pictures, drawn by a second process (softmax_cli.pictures): what it draws,
+"""TensorBoard's pictures, drawn by a second process (softmax_cli.pictures.worker): what it draws,
 that it never loads torch, and what happens when it fails, falls behind or loses its trainer."""
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from softmax_cli import pictures, training
-from softmax_cli.data import class_names
-from softmax_cli.pictures import Picture, PictureError, PictureJob, PictureWorker
-from softmax_cli.tboard import TensorBoardLogger
+from softmax_cli import training
+from softmax_cli.data.batches import class_names
+from softmax_cli.pictures import worker as pictures
+from softmax_cli.pictures.tensorboard import TensorBoardLogger
+from softmax_cli.pictures.worker import Picture, PictureError, PictureJob, PictureWorker
 from tests import helpers
 
 NAMES = tuple(class_names())
@@ -73,7 +74,7 @@ def test_the_worker_answers_each_job_in_order_and_never_loads_torch():
 
 
 def test_a_prepared_confusion_figure_is_laid_out_again_when_its_colour_bar_grows():
-    from softmax_cli.pictures import CONFUSION_SIZE_IN, IMAGE_DPI, Drawer
+    from softmax_cli.pictures.worker import CONFUSION_SIZE_IN, IMAGE_DPI, Drawer
 
     drawer = Drawer()
     drawer.prepare(NAMES)

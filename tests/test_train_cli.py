@@ -162,7 +162,7 @@ def test_data_dir_pointing_at_the_files_themselves_is_imported(real_data_dir, sy
     """--data-dir at the folder of the four .gz files: a command imports them into its raw folder."""
     import shutil
 
-    from softmax_cli import download
+    from softmax_cli.data import download
 
     flat = tmp_path / "flat"
     shutil.copytree(real_data_dir, flat)

@@ -9,7 +9,7 @@ import typer
 from softmax_cli.cli.options import DataDirOption, DeviceOption, JsonOption, ensure_data, resolve_device_or_usage_error
 from softmax_cli.cli.output import console, fail, print_json, results_console, say
 from softmax_cli.config import default_workers
-from softmax_cli.paths import resolve_data_dir
+from softmax_cli.data.paths import resolve_data_dir
 
 
 def bench(
@@ -72,7 +72,7 @@ def bench(
     as_json: JsonOption = False,
 ) -> None:
     """Time the book's DataLoader pipeline against the memory loader and both implementations, in one run."""
-    from softmax_cli import bench as b
+    from softmax_cli.bench import measure as b
 
     if startup_only and (quick or sweep):
         message = "--startup-only goes with neither --quick (which skips the probes) nor --sweep"
@@ -119,8 +119,8 @@ def _help_commands(ctx: typer.Context) -> list[list[str]]:
 
 
 def _bench_sweep(data_dir, device: str, batch_size: int, rounds, threads, quick: bool, as_json: bool) -> None:
+    from softmax_cli.bench.sweep import SweepBenchSettings, run_sweep_bench
     from softmax_cli.cli.render_sweep import render_sweep_bench
-    from softmax_cli.sweep_bench import SweepBenchSettings, run_sweep_bench
 
     settings = SweepBenchSettings.for_run(data_dir, device, batch_size, rounds, threads, quick)
     ensure_data(data_dir)

@@ -29,7 +29,7 @@ from softmax_cli.cli.options import (
     resolve_device_or_usage_error,
 )
 from softmax_cli.cli.output import console, fail, print_json, results_console
-from softmax_cli.paths import resolve_data_dir
+from softmax_cli.data.paths import resolve_data_dir
 
 DEFAULT_TOLERANCE = 1e-4
 
@@ -65,7 +65,7 @@ def compare(
     from softmax_cli.cli.render import TrainingDisplay
     from softmax_cli.cli.tables import render_comparison
     from softmax_cli.config import default_workers, resolve_hparams
-    from softmax_cli.runs import make_run_dir
+    from softmax_cli.runs.folders import make_run_dir
     from softmax_cli.training import compare_implementations
 
     given = given_options(

@@ -14,12 +14,12 @@ from rich.markup import escape
 
 from softmax_cli.cli.options import DataDirOption, expanded_path
 from softmax_cli.cli.output import console, fail, say
-from softmax_cli.paths import resolve_data_dir
+from softmax_cli.data.paths import resolve_data_dir
 
 
 def _check_mirrors(values: Optional[list[str]]) -> Optional[list[str]]:
     """Refuse a mirror that can never work (ftp://, a bare path, an empty URL) as a usage error, before any work."""
-    from softmax_cli.download import mirror_problem
+    from softmax_cli.data.download import mirror_problem
 
     for value in values or []:
         problem = mirror_problem(value)
@@ -53,8 +53,8 @@ def download(
     force: Annotated[bool, typer.Option("--force", help="Fetch again even if valid files are present.")] = False,
 ) -> None:
     """Put the four official Fashion-MNIST files into the data dir, verified by md5; repair what is wrong."""
-    from softmax_cli import download as dl
     from softmax_cli.cli.render import DownloadProgressBar
+    from softmax_cli.data import download as dl
 
     if mirror and from_dir is not None:
         raise typer.BadParameter("give either --mirror or --from, not both", param_hint="--from")

@@ -20,12 +20,12 @@ from softmax_cli.cli.options import (
 )
 from softmax_cli.cli.output import fail, print_json, results_console
 from softmax_cli.cli.runs import find_checkpoint
-from softmax_cli.paths import resolve_data_dir
+from softmax_cli.data.paths import resolve_data_dir
 
 
 def _checkpoint_device_and_data(checkpoint: Path, device: str, data_dir: Optional[Path]):
     """What eval and predict start from: a validated checkpoint, the device, and a data dir holding the data."""
-    from softmax_cli import checkpoint as ckpt
+    from softmax_cli.runs import checkpoint as ckpt
 
     loaded = ckpt.load_checkpoint(checkpoint)
     torch_device = resolve_device_or_usage_error(device)
@@ -68,7 +68,7 @@ def evaluate(
     per_class = per_class_metrics(evaluation.confusion, names)
     # Files first: a reader that stops early (`| head`) must not cost the picture.
     if weights_png is not None:
-        from softmax_cli.viz import save_image, weight_templates_figure
+        from softmax_cli.pictures.figures import save_image, weight_templates_figure
 
         std = None if model.input_stats is None else model.input_stats[1]
         figure = weight_templates_figure(model.weight_bias()[0], names, std, f"epoch {loaded['epoch']}")
@@ -109,7 +109,7 @@ def predict(
     """
     from softmax_cli.cli.tables import render_predictions
     from softmax_cli.evaluation import predict_test_examples
-    from softmax_cli.viz import prediction_figure, save_image
+    from softmax_cli.pictures.figures import prediction_figure, save_image
 
     path = find_checkpoint(checkpoint, runs_dir, "predict")
     loaded, torch_device, target = _checkpoint_device_and_data(path, device, data_dir)

@@ -21,8 +21,8 @@ from rich.markup import escape
 
 from softmax_cli.cli.output import console, fail, say
 from softmax_cli.config import IMPLS, LOADERS, PRESETS, RANGES, SCHEDULES, Hparams
+from softmax_cli.data.paths import DATA_DIR_ENV, expand_user
 from softmax_cli.errors import DataError
-from softmax_cli.paths import DATA_DIR_ENV, expand_user
 
 
 def checked(name: str):
@@ -109,11 +109,11 @@ def given_options(**options) -> dict:
 def ensure_data(data_dir: Path) -> None:
     """Fetch the dataset from the default mirrors when it is missing, saying so; verify it before any work.
 
-    Files recorded as verified cost a stat each (softmax_cli.verified). The download
+    Files recorded as verified cost a stat each (softmax_cli.data.verified). The download
     code (urllib, ssl) is imported only when something must be fetched.
     """
-    from softmax_cli.dataset_files import dataset_present
-    from softmax_cli.verified import verify_dataset
+    from softmax_cli.data.store import dataset_present
+    from softmax_cli.data.verified import verify_dataset
 
     if not dataset_present(data_dir):
         _fetch_missing(data_dir)
@@ -122,9 +122,9 @@ def ensure_data(data_dir: Path) -> None:
 
 def _fetch_missing(data_dir: Path) -> None:
     """Import the files when data_dir holds them itself, else download them from the default mirrors."""
-    from softmax_cli import download as dl
     from softmax_cli.cli.render import DownloadProgressBar
-    from softmax_cli.dataset_files import holds_dataset_files
+    from softmax_cli.data import download as dl
+    from softmax_cli.data.store import holds_dataset_files
 
     if holds_dataset_files(data_dir):
         # A natural mistake: --data-dir pointed at the folder of the four files themselves.

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from softmax_cli import stops
 from softmax_cli.errors import SoftmaxError, UsageError
-from softmax_cli.runs import json_safe
+from softmax_cli.runs.folders import json_safe
 
 # The stdout/stderr contract. Results a user would keep, pipe or grep (the tables of eval,
 # predict, compare, runs and bench, train's per-epoch rows) go to stdout; progress bars and

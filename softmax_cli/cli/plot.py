@@ -26,8 +26,8 @@ def plot(
     as_json: JsonOption = False,
 ) -> None:
     """Draw train loss, test loss, train/test (and val) accuracy per epoch, like the book's Animator."""
-    from softmax_cli.histories import label_runs, read_history
-    from softmax_cli.viz import save_png, training_curves_figure
+    from softmax_cli.pictures.figures import save_png, training_curves_figure
+    from softmax_cli.runs.histories import label_runs, read_history
 
     runs = [read_history(path) for path in paths]
     labels, heading = label_runs(runs)

@@ -1,6 +1,6 @@
 """`softmax runs`, and how eval and predict find their checkpoint: a file, a run folder, or the newest run.
 
-Reads only the runs' small summary.json files and folder names (softmax_cli.runs), never
+Reads only the runs' small summary.json files and folder names (softmax_cli.runs.folders), never
 torch, so listing runs is instant.
 """
 
@@ -30,7 +30,7 @@ def runs(
 ) -> None:
     """List the runs under --runs-dir, newest first: settings, epochs, final accuracy, how each ended, its path."""
     from softmax_cli.cli.tables import render_runs
-    from softmax_cli.runs import list_runs
+    from softmax_cli.runs.folders import list_runs
 
     records = list_runs(runs_dir)[:limit]
     if as_json:
@@ -61,7 +61,7 @@ def find_checkpoint(given: Optional[Path], runs_dir: Path, command: str) -> Path
     its newest run's. A path that does not exist: an error naming the newest checkpoints
     under runs_dir and the command that takes one.
     """
-    from softmax_cli import runs as run_files
+    from softmax_cli.runs import folders as run_files
 
     verb = VERBS.get(command, "using")
     if given is None:
@@ -82,7 +82,7 @@ def find_checkpoint(given: Optional[Path], runs_dir: Path, command: str) -> Path
 
 
 def _folder_checkpoint(folder: Path, runs_dir: Path, command: str, verb: str) -> Path:
-    from softmax_cli import runs as run_files
+    from softmax_cli.runs import folders as run_files
 
     own = run_files.run_folder_checkpoint(folder)
     if own is not None:
@@ -104,7 +104,7 @@ def _folder_checkpoint(folder: Path, runs_dir: Path, command: str, verb: str) ->
 
 def _newest_hint(runs_dir: Path, command: str, shown: int = 3) -> str:
     """Where the user's checkpoints are: the newest few under runs_dir and the command for the newest."""
-    from softmax_cli import runs as run_files
+    from softmax_cli.runs import folders as run_files
 
     newest = run_files.newest_checkpoints(runs_dir, shown)
     if not newest:

@@ -22,8 +22,8 @@ from softmax_cli.cli.options import (
 )
 from softmax_cli.cli.output import console, fail, print_json, results_console, say
 from softmax_cli.config import RANGES
-from softmax_cli.paths import resolve_data_dir
-from softmax_cli.sweep_grid import DEFAULT_VAL_SPLIT, GridError, parse_list
+from softmax_cli.data.paths import resolve_data_dir
+from softmax_cli.sweep.grid import DEFAULT_VAL_SPLIT, GridError, parse_list
 
 
 def _grid_list(name: str):
@@ -100,7 +100,7 @@ def sweep(
     Configurations with the same batch size and seed see the same batches and train together;
     each equals its own `softmax train --impl scratch` with the same settings.
     """
-    from softmax_cli.sweep_grid import build_configs, estimate_memory, group_configs, memory_refusal
+    from softmax_cli.sweep.grid import build_configs, estimate_memory, group_configs, memory_refusal
 
     lists = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "schedule": schedule,
              "batch_size": batch_size, "seed": seed}  # fmt: skip
@@ -112,7 +112,7 @@ def sweep(
         raise typer.BadParameter(str(exc)) from None
     torch_device = resolve_device_or_usage_error(device)
 
-    from softmax_cli import sweep as body
+    from softmax_cli.sweep import search as body
 
     estimate = estimate_memory(configs, group_configs(configs), body.available_memory(torch_device))
     if not estimate.fits:
@@ -141,10 +141,10 @@ def sweep(
 
 def _write_results(result, plot, data_dir, target, device: str, as_json: bool, top) -> dict:
     """The checkpoint, the table (with the command that reproduces the choice), the figure, sweep.json."""
-    from softmax_cli import sweep as body
     from softmax_cli.cli.render_sweep import render_sweep
-    from softmax_cli.sweep_grid import train_command
-    from softmax_cli.sweep_report import plot_val_acc_vs_lr
+    from softmax_cli.sweep import search as body
+    from softmax_cli.sweep.grid import train_command
+    from softmax_cli.sweep.report import plot_val_acc_vs_lr
 
     body.save_best(result)
     result.plot = plot or result.run_dir / "val_acc_vs_lr.png"
@@ -166,10 +166,10 @@ def _write_results(result, plot, data_dir, target, device: str, as_json: bool, t
 def _run(configs, data_dir: Path, runs_dir: Path, device):
     """Create the sweep's folder and train the grid with the progress display and TensorBoard."""
     from softmax_cli.cli.render_sweep import SweepDisplay, count
-    from softmax_cli.runs import make_run_dir
-    from softmax_cli.sweep import SweepCallbackList, run_sweep
-    from softmax_cli.sweep_grid import group_configs, varying
-    from softmax_cli.sweep_report import SweepTensorBoard
+    from softmax_cli.runs.folders import make_run_dir
+    from softmax_cli.sweep.grid import group_configs, varying
+    from softmax_cli.sweep.report import SweepTensorBoard
+    from softmax_cli.sweep.search import SweepCallbackList, run_sweep
 
     run_dir = make_run_dir(runs_dir, "sweep", f"{configs[0].preset}-{len(configs)}configs")
     groups = len(group_configs(configs))

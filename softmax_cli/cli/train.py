@@ -36,7 +36,7 @@ from softmax_cli.cli.options import (
 )
 from softmax_cli.cli.output import console, print_json, results_console, say
 from softmax_cli.config import default_workers
-from softmax_cli.paths import resolve_data_dir
+from softmax_cli.data.paths import resolve_data_dir
 
 
 def train(
@@ -85,13 +85,13 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Train softmax regression on Fashion-MNIST: one row per epoch on stdout, TensorBoard logs and a checkpoint."""
-    from softmax_cli.pictures import PictureWorker
+    from softmax_cli.pictures.worker import PictureWorker
 
     # Started first: the process that draws TensorBoard's pictures loads matplotlib on another
     # core while this one loads torch. Closed on the way out, also if training never starts.
     with PictureWorker() as pictures:
-        from softmax_cli import checkpoint as ckpt
         from softmax_cli.config import ConflictingOption, resolve_hparams
+        from softmax_cli.runs import checkpoint as ckpt
         from softmax_cli.training import check_validation_split
 
         given = given_options(
@@ -181,12 +181,12 @@ def _run_training(
     hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path, again, as_json, pictures
 ):
     """Create the run folder, train with the progress display and TensorBoard, and report how it ended."""
-    from softmax_cli import checkpoint as ckpt
     from softmax_cli import training
     from softmax_cli.cli.render import TrainingDisplay
     from softmax_cli.config import RunPaths
-    from softmax_cli.runs import CHECKPOINT_NAME, RunSummaryWriter, make_run_dir
-    from softmax_cli.tboard import TensorBoardLogger
+    from softmax_cli.pictures.tensorboard import TensorBoardLogger
+    from softmax_cli.runs import checkpoint as ckpt
+    from softmax_cli.runs.folders import CHECKPOINT_NAME, RunSummaryWriter, make_run_dir
 
     new_folders = [folder for folder in (runs_dir, runs_dir / hparams.impl) if not folder.exists()]
     display = TrainingDisplay(console, results_console(as_json))

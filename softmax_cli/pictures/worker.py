@@ -96,7 +96,9 @@ def worker_command() -> list[str]:
     """The command that starts the worker: this interpreter, isolated (-I: no current folder,
     no PYTHON* variables on its path, where a stray `softmax_cli/` or `numpy.py` could shadow
     ours), given the trainer's own import path so it loads the very same modules."""
-    code = "import json, sys; sys.path[:] = json.loads(sys.argv[1]); from softmax_cli.pictures import main; main()"
+    code = (
+        "import json, sys; sys.path[:] = json.loads(sys.argv[1]); from softmax_cli.pictures.worker import main; main()"
+    )
     return [sys.executable, "-I", "-c", code, json.dumps([os.path.abspath(entry) for entry in sys.path])]
 
 
@@ -270,7 +272,7 @@ class Drawer:
         return Picture(job.tag, job.step, _png(pixels), height, width)
 
     def _figure(self, kind: str, class_names: tuple[str, ...], variant: bool):
-        from softmax_cli.viz import ConfusionMatrix, WeightTemplates
+        from softmax_cli.pictures.figures import ConfusionMatrix, WeightTemplates
 
         key = (kind, variant, class_names)
         if key not in self._figures:
@@ -318,7 +320,7 @@ def main() -> None:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     # Work done before the first job: a trainer that started this process first (the CLI does)
     # spends the next second loading torch.
-    from softmax_cli.fashion_mnist import CLASS_NAMES
+    from softmax_cli.data.fashion_mnist import CLASS_NAMES
 
     drawer = Drawer()
     try:

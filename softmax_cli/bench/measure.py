@@ -5,14 +5,14 @@ learning rate, so the speed-ups are ratios of numbers taken minutes apart on the
 machine. Each row trains for one warm-up epoch, then `epochs` timed epochs; the figure
 reported is the *median* timed epoch (the training pass only).
 
-The rows and the timing of one row live in softmax_cli.bench_rows, the whole-process
-start-up times of the everyday commands in softmax_cli.bench_startup; this module is the
+The rows and the timing of one row live in softmax_cli.bench.pipelines, the whole-process
+start-up times of the everyday commands in softmax_cli.bench.startup; this module is the
 harness around them: settings, the fresh processes rows run in, the import and --help
 probes, the environment, and the result.
 
 Memory. ru_maxrss is a process-wide high-water mark, so rows that share a process
 cannot be told apart. By default (isolate=True) every row runs in a fresh
-`python -m softmax_cli.bench row ...` process, which reports its own peak RSS (VmHWM:
+`python -m softmax_cli.bench.measure row ...` process, which reports its own peak RSS (VmHWM:
 imports + data + training), its RSS right after the imports, and the largest peak of
 its DataLoader workers (forked, so they share most pages with the row process and must
 not be added to it); the launcher adds that process's whole-life max RSS, exit
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from softmax_cli.bench_rows import (
+from softmax_cli.bench.pipelines import (
     WARMUP_EPOCHS,
     BenchSettings,
     Progress,
@@ -47,7 +47,7 @@ from softmax_cli.bench_rows import (
     peak_rss_mib,
     plan_rows,
 )
-from softmax_cli.bench_startup import measure_startup, startup_targets
+from softmax_cli.bench.startup import measure_startup, startup_targets
 from softmax_cli.errors import SoftmaxError
 
 __all__ = [
@@ -146,7 +146,7 @@ def measure_row_isolated(spec: RowSpec, settings: BenchSettings) -> dict:
     """measure_row in a fresh interpreter, so its peak RSS belongs to this row alone."""
     payload = json.dumps({"spec": asdict(spec), "settings": _settings_to_json(settings)})
     return _run_json_subprocess(
-        [sys.executable, "-m", "softmax_cli.bench", "row", payload], f"benchmark row {spec.key!r}"
+        [sys.executable, "-m", "softmax_cli.bench.measure", "row", payload], f"benchmark row {spec.key!r}"
     )
 
 
@@ -223,7 +223,7 @@ class BenchResult:
     imports: Optional[dict]
     help: list[dict]
     targets: list[dict] = field(default_factory=list)
-    startup: Optional[dict] = None  # softmax_cli.bench_startup.measure_startup
+    startup: Optional[dict] = None  # softmax_cli.bench.startup.measure_startup
 
     def as_dict(self) -> dict:
         return {
@@ -330,7 +330,7 @@ def evaluate_targets(rows: list[dict], imports: Optional[dict], help_times: list
 
 def run_benchmark(settings: BenchSettings, help_commands: list[list[str]], progress: Progress = None) -> BenchResult:
     """Time every row, the imports and the help screens; speed-ups are against the fastest book row."""
-    from softmax_cli import data
+    from softmax_cli.data import batches as data
 
     if settings.quick and settings.max_batches is None:
         settings.max_batches = QUICK_MAX_BATCHES
@@ -390,13 +390,13 @@ def run_benchmark(settings: BenchSettings, help_commands: list[list[str]], progr
 
 
 # ---------------------------------------------------------------------------------------
-# Row worker: python -m softmax_cli.bench row '<json>'
+# Row worker: python -m softmax_cli.bench.measure row '<json>'
 
 
 def _row_main(argv: list[str]) -> int:
     """Measure one row and print it as one JSON line: the protocol measure_row_isolated reads."""
     if len(argv) != 2 or argv[0] != "row":
-        sys.stderr.write("usage: python -m softmax_cli.bench row '<json spec and settings>'\n")
+        sys.stderr.write("usage: python -m softmax_cli.bench.measure row '<json spec and settings>'\n")
         return 2
     payload = json.loads(argv[1])
     settings = BenchSettings(**{**payload["settings"], "data_dir": Path(payload["settings"]["data_dir"])})

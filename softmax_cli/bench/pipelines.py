@@ -16,9 +16,9 @@ read, so queued kernels are counted in the epoch that launched them. It also rep
 the memory the row's own process used (VmHWM, which starts afresh at exec, unlike
 ru_maxrss) and the largest peak of its DataLoader workers.
 
-Apart from the harness in softmax_cli.bench (settings, subprocesses, the whole run) so
-that each side reads on its own; this module does not import softmax_cli.bench, so the
-row worker `python -m softmax_cli.bench row ...` loads each module once. No torch at
+Apart from the harness in softmax_cli.bench.measure (settings, subprocesses, the whole run) so
+that each side reads on its own; this module does not import softmax_cli.bench.measure, so the
+row worker `python -m softmax_cli.bench.measure row ...` loads each module once. No torch at
 import time, never prints, knows nothing of Typer or Rich.
 """
 
@@ -215,8 +215,8 @@ def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = Non
     if spec.loader == "dataloader":
         import torchvision  # noqa: F401  (the book's pipeline: its import counts as the row's, not its setup)
 
-    from softmax_cli import data
     from softmax_cli.config import Hparams
+    from softmax_cli.data import batches as data
     from softmax_cli.models import make_model
     from softmax_cli.training import train_epoch
 

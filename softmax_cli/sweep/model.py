@@ -24,9 +24,9 @@ import math
 import torch
 
 from softmax_cli.config import Hparams
-from softmax_cli.data import NUM_CLASSES, NUM_INPUTS
+from softmax_cli.data.batches import NUM_CLASSES, NUM_INPUTS
 from softmax_cli.models import InputStats, cross_entropy_from_logits, initial_parameters, standardize
-from softmax_cli.sweep_grid import is_plain
+from softmax_cli.sweep.grid import is_plain
 
 
 class StackedSoftmax:

@@ -29,7 +29,7 @@ import torch
 
 from softmax_cli import files
 from softmax_cli.atomic import atomic_write
-from softmax_cli.checkpoint_format import BIAS_SHAPE, FORMAT_NAME, FORMAT_VERSION, WEIGHT_SHAPE, validate
+from softmax_cli.runs.format import BIAS_SHAPE, FORMAT_NAME, FORMAT_VERSION, WEIGHT_SHAPE, validate
 from softmax_cli.errors import CheckpointError, CheckpointInUse, UsageError
 
 __all__ = [

@@ -1,15 +1,15 @@
 """Fetch the four Fashion-MNIST files into the data dir, each verified before it is accepted.
 
 The file names, their md5s and the default mirror are torchvision's
-(`FashionMNIST.resources` / `.mirrors`), written down in softmax_cli.fashion_mnist so
+(`FashionMNIST.resources` / `.mirrors`), written down in softmax_cli.data.fashion_mnist so
 that a no-op download imports neither torchvision nor torch. torchvision's downloader
 lacks what a CLI needs, so this module adds it by hand: connect/read timeouts, a minimum
-transfer rate (softmax_cli.transfer_watch: urllib's timeout is per read, so a trickling
+transfer rate (softmax_cli.data.transfer_watch: urllib's timeout is per read, so a trickling
 mirror would never end), a retry with backoff on transient failures, byte progress
 reported through a callback, and one-line errors that say what to try. What a file must
 be, the atomic writes that never leave a partial or unverified file under a final name,
-and the import from a local folder live in softmax_cli.dataset_files and
-softmax_cli.verified; the names callers use are re-exported here.
+and the import from a local folder live in softmax_cli.data.store and
+softmax_cli.data.verified; the names callers use are re-exported here.
 
 Library code only: no Typer, no Rich, no torch, never prints. Every failure a user can
 act on is raised as `DataError`.
@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from softmax_cli.dataset_files import (
+from softmax_cli.data.store import (
     STATUS_DOWNLOADED,
     STATUS_IMPORTED,
     STATUS_PRESENT,
@@ -48,10 +48,10 @@ from softmax_cli.dataset_files import (
     uncompressed_name,
 )
 from softmax_cli.errors import DataError
-from softmax_cli.fashion_mnist import GZ_RESOURCES, MIRRORS, RAW_MD5
-from softmax_cli.paths import raw_dir
-from softmax_cli.transfer_watch import TransferWatch
-from softmax_cli.verified import VerifiedStamp, record_written
+from softmax_cli.data.fashion_mnist import GZ_RESOURCES, MIRRORS, RAW_MD5
+from softmax_cli.data.paths import raw_dir
+from softmax_cli.data.transfer_watch import TransferWatch
+from softmax_cli.data.verified import VerifiedStamp, record_written
 
 __all__ = [
     "STATUS_DOWNLOADED",

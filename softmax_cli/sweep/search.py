@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from softmax_cli import runs
 from softmax_cli.atomic import atomic_write
 from softmax_cli.config import Hparams
-from softmax_cli.data import class_names, prepare_data
+from softmax_cli.data.batches import class_names, prepare_data
 from softmax_cli.models import make_model
-from softmax_cli.sweep_grid import available_host_memory, config_tag, group_configs, varying
-from softmax_cli.sweep_model import StackedSoftmax
+from softmax_cli.runs import folders as runs
+from softmax_cli.sweep.grid import available_host_memory, config_tag, group_configs, varying
+from softmax_cli.sweep.model import StackedSoftmax
 from softmax_cli.training import EpochMetrics, _shuffle_generator, save_training_checkpoint
 
 SWEEP_JSON = "sweep.json"

@@ -16,9 +16,9 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from softmax_cli.sweep import ConfigResult, GroupPlan, SweepCallbacks
-from softmax_cli.sweep_grid import SHORT_NAMES, format_value, varying
-from softmax_cli.tboard import SCALAR_TAGS, session_end_status, session_end_summary, session_start_summary
+from softmax_cli.pictures.tensorboard import SCALAR_TAGS, session_end_status, session_end_summary, session_start_summary
+from softmax_cli.sweep.grid import SHORT_NAMES, format_value, varying
+from softmax_cli.sweep.search import ConfigResult, GroupPlan, SweepCallbacks
 
 
 class SweepTensorBoard(SweepCallbacks):

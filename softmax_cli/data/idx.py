@@ -10,7 +10,7 @@ Why by hand rather than torchvision's parser: importing torchvision costs about 
 importing torch, its parser signals a bad file with a bare `assert`, and it reads the whole
 file before looking at the header. Here the header is checked against the file's size
 *before* the payload is read, so a huge or endless file is refused without reading it, and
-every message names the file. softmax_cli.data turns the payload into a tensor with
+every message names the file. softmax_cli.data.batches turns the payload into a tensor with
 `torch.frombuffer`, without a copy. (Not files.read_bounded, which checkpoints use: its bound
 is fixed before reading and it returns immutable bytes; here the header sets the bound, and
 the bytes land in a writable buffer that the tensor shares.)
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from softmax_cli.errors import DataError
-from softmax_cli.fashion_mnist import IMAGE_SIDE, NUM_CLASSES
+from softmax_cli.data.fashion_mnist import IMAGE_SIDE, NUM_CLASSES
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801

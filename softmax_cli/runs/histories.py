@@ -15,7 +15,7 @@ from pathlib import Path
 
 from softmax_cli.config import PRESETS, Hparams
 from softmax_cli.errors import SoftmaxError
-from softmax_cli.runs import CHECKPOINT_NAME, SUMMARY_NAME, read_summary
+from softmax_cli.runs.folders import CHECKPOINT_NAME, SUMMARY_NAME, read_summary
 
 # The per-epoch numbers a curve can show, as `softmax train` records them.
 CURVE_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc", "val_acc")
@@ -58,8 +58,7 @@ def read_history(path: Path) -> RunHistory:
                 f"{path} is not a run folder: it has neither {SUMMARY_NAME} nor {CHECKPOINT_NAME} "
                 "(pass run folders such as runs/scratch/<run>, or checkpoints)"
             )
-    from softmax_cli import checkpoint as ckpt
-
+    from softmax_cli.runs import checkpoint as ckpt
     loaded = ckpt.load_checkpoint(source)
     return _checked(RunHistory(path, Hparams.from_checkpoint(loaded).as_dict(), _entries(loaded["history"])))
 

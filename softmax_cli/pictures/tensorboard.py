@@ -18,7 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from softmax_cli.models import SoftmaxRegression
-from softmax_cli.pictures import FINISH_TIMEOUT_S, STOPPED_FINISH_TIMEOUT_S, PictureError, PictureJob, PictureWorker
+from softmax_cli.pictures.worker import (
+    FINISH_TIMEOUT_S,
+    STOPPED_FINISH_TIMEOUT_S,
+    PictureError,
+    PictureJob,
+    PictureWorker,
+)
 from softmax_cli.training import EpochMetrics, TrainingCallbacks, TrainingPlan, TrainingResult
 
 SCALAR_TAGS = {
@@ -115,7 +121,7 @@ class TensorBoardLogger(TrainingCallbacks):
         # file itself waits for that epoch (see _open).
         from torch.utils.tensorboard import SummaryWriter
 
-        from softmax_cli.data import class_names
+        from softmax_cli.data.batches import class_names
 
         self.plan = plan
         self.class_names = tuple(class_names())

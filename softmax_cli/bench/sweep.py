@@ -154,7 +154,7 @@ def measure_processes(settings: SweepBenchSettings, progress: Progress = None) -
 def _stacked_configs(k: int, batch_size: int):
     """K configurations of one group: learning rates spread over 0.01-0.3 (log scale) and four weight decays."""
     from softmax_cli.config import Hparams
-    from softmax_cli.sweep_grid import group_configs
+    from softmax_cli.sweep.grid import group_configs
 
     decays = (0.0, 1e-4, 1e-3, 1e-2)
     configs = [
@@ -173,11 +173,11 @@ def measure_stacked_epochs(settings: SweepBenchSettings, progress: Progress = No
     alternated round by round on the same batches (the training pass only)."""
     import torch
 
-    from softmax_cli import data
-    from softmax_cli.bench_rows import _Capped, _synchronize
+    from softmax_cli.bench.pipelines import _Capped, _synchronize
     from softmax_cli.config import Hparams
+    from softmax_cli.data import batches as data
     from softmax_cli.models import make_model
-    from softmax_cli.sweep_model import StackedSoftmax
+    from softmax_cli.sweep.model import StackedSoftmax
     from softmax_cli.training import train_epoch
 
     say = progress or (lambda message: None)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from softmax_cli.atomic import atomic_write
-from softmax_cli.fashion_mnist import IMAGE_SIDE
+from softmax_cli.data.fashion_mnist import IMAGE_SIDE
 
 if TYPE_CHECKING:
     import numpy as np

@@ -15,7 +15,7 @@ which is the book's from-scratch layout; nn.Linear keeps weight.T (10 x 784).
 tensors with finite values, known hparams choices within config.RANGES, a history of
 plain values, an optimizer state that fits the impl and agrees with the hyperparameters),
 so a damaged, foreign or tampered file is one CheckpointError line, never a traceback or a
-silently different training later on. softmax_cli.checkpoint reads and writes the files.
+silently different training later on. softmax_cli.runs.checkpoint reads and writes the files.
 """
 
 from __future__ import annotations

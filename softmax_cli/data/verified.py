@@ -1,7 +1,7 @@
 """What this tool has verified in a data dir, so that later runs need not hash 55 MB again.
 
 A file is the official one when its md5 is the official uncompressed file's
-(softmax_cli.fashion_mnist.RAW_MD5), besides having a good IDX header and labels 0..9.
+(softmax_cli.data.fashion_mnist.RAW_MD5), besides having a good IDX header and labels 0..9.
 Hashing the four files costs about a tenth of a second, so each verification is recorded
 in a small stamp next to them (`.softmax-cli-verified.json`, written atomically): per file
 its size, mtime (ns) and md5, and the md5 of the .gz it was extracted from. A later run
@@ -26,9 +26,9 @@ from pathlib import Path
 
 from softmax_cli.atomic import atomic_write
 from softmax_cli.errors import DataError
-from softmax_cli.fashion_mnist import RAW_MD5, SPLIT_FILES, SPLIT_SIZES
-from softmax_cli.idx import IdxError, IdxFile, check_payload, holds_images, read_idx_file, regular_file
-from softmax_cli.paths import raw_dir
+from softmax_cli.data.fashion_mnist import RAW_MD5, SPLIT_FILES, SPLIT_SIZES
+from softmax_cli.data.idx import IdxError, IdxFile, check_payload, holds_images, read_idx_file, regular_file
+from softmax_cli.data.paths import raw_dir
 
 STAMP_NAME = ".softmax-cli-verified.json"
 STAMP_FORMAT = "softmax-cli verified dataset files"

@@ -14,8 +14,8 @@ for the same seed they produce the very same batches (ToTensor scales with the s
 float division by 255), which makes the fast path checkable against the book's.
 
 The memory loader never imports torchvision (importing it costs about as much as torch
-itself): the IDX files are read and verified by softmax_cli.verified and turned into
-tensors with torch.frombuffer, and the class names are facts in softmax_cli.fashion_mnist.
+itself): the IDX files are read and verified by softmax_cli.data.verified and turned into
+tensors with torch.frombuffer, and the class names are facts in softmax_cli.data.fashion_mnist.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import torch
 
 from softmax_cli.config import Hparams
 from softmax_cli.errors import DataError
-from softmax_cli.fashion_mnist import CLASS_NAMES, IMAGE_SIDE, SPLIT_FILES
-from softmax_cli.fashion_mnist import NUM_CLASSES as NUM_CLASSES  # re-exported: models, evaluation, viz
-from softmax_cli.idx import IdxFile
-from softmax_cli.paths import raw_dir
-from softmax_cli.verified import read_verified, repair_hint
+from softmax_cli.data.fashion_mnist import CLASS_NAMES, IMAGE_SIDE, SPLIT_FILES
+from softmax_cli.data.fashion_mnist import NUM_CLASSES as NUM_CLASSES  # re-exported: models, evaluation, viz
+from softmax_cli.data.idx import IdxFile
+from softmax_cli.data.paths import raw_dir
+from softmax_cli.data.verified import read_verified, repair_hint
 
 NUM_INPUTS = IMAGE_SIDE * IMAGE_SIDE
 
@@ -57,7 +57,7 @@ class Split:
 
 
 def read_split(data_dir: Path, split: str) -> Split:
-    """The 'train' or 'test' split of data_dir, its files verified (softmax_cli.verified); DataError otherwise."""
+    """The 'train' or 'test' split of data_dir, its files verified (softmax_cli.data.verified); DataError otherwise."""
     image_name, label_name = SPLIT_FILES[split]
     images, labels = read_verified(data_dir, image_name), read_verified(data_dir, label_name)
     if images.count != labels.count or images.count == 0:

@@ -4,9 +4,9 @@ Every path that puts a file into the data dir (a download, an import with `--fro
 the re-extraction of a damaged file from its verified .gz) shares this module: it writes
 through softmax_cli.atomic and checks md5, IDX header and labels *before* the rename, so
 no partial or unverified file is ever left under a final name, and it records what it
-verified (softmax_cli.verified) so that later runs need not hash the files again. A file
+verified (softmax_cli.data.verified) so that later runs need not hash the files again. A file
 found wrong in place (not the official content, damaged, a symlink loop, unreadable) is
-replaced; the network code is in softmax_cli.download.
+replaced; the network code is in softmax_cli.data.download.
 
 Library code only: no Typer, no Rich, no torch, never prints. Every failure a user can act
 on is raised as `DataError`.
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
-from softmax_cli import idx
+from softmax_cli.data import idx
 from softmax_cli.atomic import atomic_write
 from softmax_cli.errors import DataError
-from softmax_cli.fashion_mnist import RAW_MD5
-from softmax_cli.idx import (
+from softmax_cli.data.fashion_mnist import RAW_MD5
+from softmax_cli.data.idx import (
     MAX_EXAMPLES,
     IdxError,
     check_header,
@@ -39,8 +39,8 @@ from softmax_cli.idx import (
     read_idx_file,
     regular_file,
 )
-from softmax_cli.paths import raw_dir
-from softmax_cli.verified import VerifiedStamp, raw_problem, record_written, repair_hint
+from softmax_cli.data.paths import raw_dir
+from softmax_cli.data.verified import VerifiedStamp, raw_problem, record_written, repair_hint
 
 __all__ = [
     "DownloadProgress",
