@@ -25,7 +25,7 @@ from softmax_cli.models import SoftmaxRegression, make_model, model_from_checkpo
 from softmax_cli.runs import checkpoint as ckpt
 
 
-def _shuffle_generator(hparams: Hparams, device: torch.device) -> torch.Generator:
+def shuffle_generator_for(hparams: Hparams, device: torch.device) -> torch.Generator:
     # The memory loader permutes on the device itself; the DataLoader's sampler runs on the CPU.
     where = device if hparams.loader == "memory" else torch.device("cpu")
     return torch.Generator(device=where).manual_seed(hparams.seed)
@@ -61,7 +61,7 @@ def fit(
     """
     callbacks = callbacks or TrainingCallbacks()
     torch.manual_seed(hparams.seed)  # before any parameter exists: the seed article set it after
-    shuffle_generator = _shuffle_generator(hparams, device)
+    shuffle_generator = shuffle_generator_for(hparams, device)
     data = prepare_data(hparams, paths.data_dir, device, workers, shuffle_generator, resume_from is not None)
     names = class_names()
     if resume_from is None:

@@ -93,8 +93,11 @@ def test_every_configuration_equals_its_own_train_run(synthetic_data_dir, tmp_pa
             assert ours.keys() == theirs.keys()
             for key in ("train_acc", "val_acc", "test_acc", "lr", "epoch"):
                 assert ours[key] == pytest.approx(theirs[key], abs=1e-9), (config.tag, key)
+            # The losses are float32 sums over thousands of examples, reduced in another order by
+            # the stacked model's batched matmul: they agree to float32 rounding (rel 1e-4 is a few
+            # ulps per term over ~1e3 terms), while every accuracy above must match exactly.
             for key in ("train_loss", "test_loss"):
-                assert ours[key] == pytest.approx(theirs[key], rel=1e-5), (config.tag, key)
+                assert ours[key] == pytest.approx(theirs[key], rel=1e-4), (config.tag, key)
 
 
 def test_batch_sizes_form_groups_and_the_best_reproduces_alone(synthetic_data_dir, tmp_path):

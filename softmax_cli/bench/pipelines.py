@@ -162,7 +162,7 @@ def peak_rss_mib() -> float:
 # Timing one row
 
 
-class _Capped:
+class CappedBatches:
     """At most `max_batches` batches of an iterator of batches, with num_examples to match."""
 
     def __init__(self, batches, max_batches: int, batch_size: int) -> None:
@@ -180,7 +180,7 @@ class _Capped:
             yield batch
 
 
-def _synchronize(device) -> None:
+def synchronize(device) -> None:
     import torch
 
     if device.type == "cuda":
@@ -243,14 +243,14 @@ def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = Non
             generator=generator,
         )
     if settings.max_batches:
-        batches = _Capped(batches, settings.max_batches, settings.batch_size)
+        batches = CappedBatches(batches, settings.max_batches, settings.batch_size)
     model = None
     if spec.impl is not None:
         hparams = Hparams(
             impl=spec.impl, lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed, loader=spec.loader
         )
         model = make_model(hparams, device)
-    _synchronize(device)
+    synchronize(device)
     setup_seconds = time.perf_counter() - started
 
     if model is None:
@@ -265,10 +265,10 @@ def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = Non
     last_loss = None
     total = WARMUP_EPOCHS + settings.epochs
     for i in range(total):
-        _synchronize(device)
+        synchronize(device)
         t0 = time.perf_counter()
         loss, _ = run_epoch()
-        _synchronize(device)
+        synchronize(device)
         elapsed = time.perf_counter() - t0
         if i < WARMUP_EPOCHS:
             warmup_seconds += elapsed

@@ -173,7 +173,7 @@ def measure_stacked_epochs(settings: SweepBenchSettings, progress: Progress = No
     alternated round by round on the same batches (the training pass only)."""
     import torch
 
-    from softmax_cli.bench.pipelines import _Capped, _synchronize
+    from softmax_cli.bench.pipelines import CappedBatches, synchronize
     from softmax_cli.config import Hparams
     from softmax_cli.data import batches as data
     from softmax_cli.models import make_model
@@ -189,7 +189,7 @@ def measure_stacked_epochs(settings: SweepBenchSettings, progress: Progress = No
         data.read_split(settings.data_dir, "train"), settings.batch_size, device, shuffle=True, generator=generator
     )
     if settings.max_batches:
-        batches = _Capped(batches, settings.max_batches, settings.batch_size)
+        batches = CappedBatches(batches, settings.max_batches, settings.batch_size)
     single = make_model(Hparams(impl="scratch", batch_size=settings.batch_size), device)
     stacks = {k: StackedSoftmax(_stacked_configs(k, settings.batch_size), device) for k in settings.k_values}
     sides = {"single": lambda: train_epoch(single, batches)}
@@ -199,10 +199,10 @@ def measure_stacked_epochs(settings: SweepBenchSettings, progress: Progress = No
     seconds: dict = {side: [] for side in sides}
     for round_index in range(1 + settings.rounds):
         for side, run_epoch in sides.items():
-            _synchronize(device)
+            synchronize(device)
             started = time.perf_counter()
             run_epoch()
-            _synchronize(device)
+            synchronize(device)
             if round_index:  # round 0 warms up
                 seconds[side].append(time.perf_counter() - started)
         say(f"stacked epochs: round {round_index + 1}/{1 + settings.rounds}")

@@ -120,7 +120,7 @@ def _help_commands(ctx: typer.Context) -> list[list[str]]:
 
 def _bench_sweep(data_dir, device: str, batch_size: int, rounds, threads, quick: bool, as_json: bool) -> None:
     from softmax_cli.bench.sweep import SweepBenchSettings, run_sweep_bench
-    from softmax_cli.cli.render_sweep import render_sweep_bench
+    from softmax_cli.cli.render import render_sweep_bench
 
     settings = SweepBenchSettings.for_run(data_dir, device, batch_size, rounds, threads, quick)
     ensure_data(data_dir)

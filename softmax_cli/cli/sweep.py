@@ -141,7 +141,7 @@ def sweep(
 
 def _write_results(result, plot, data_dir, target, device: str, as_json: bool, top) -> dict:
     """The checkpoint, the table (with the command that reproduces the choice), the figure, sweep.json."""
-    from softmax_cli.cli.render_sweep import render_sweep
+    from softmax_cli.cli.render import render_sweep
     from softmax_cli.sweep import search as body
     from softmax_cli.sweep.grid import train_command
     from softmax_cli.sweep.report import plot_val_acc_vs_lr
@@ -165,7 +165,7 @@ def _write_results(result, plot, data_dir, target, device: str, as_json: bool, t
 
 def _run(configs, data_dir: Path, runs_dir: Path, device):
     """Create the sweep's folder and train the grid with the progress display and TensorBoard."""
-    from softmax_cli.cli.render_sweep import SweepDisplay, count
+    from softmax_cli.cli.render import SweepDisplay, count
     from softmax_cli.runs.folders import make_run_dir
     from softmax_cli.sweep.grid import group_configs, varying
     from softmax_cli.sweep.report import SweepTensorBoard

@@ -30,7 +30,7 @@ from softmax_cli.models import make_model
 from softmax_cli.runs import folders as runs
 from softmax_cli.sweep.grid import available_host_memory, config_tag, group_configs, varying
 from softmax_cli.sweep.model import StackedSoftmax
-from softmax_cli.training import EpochMetrics, _shuffle_generator, save_training_checkpoint
+from softmax_cli.training import EpochMetrics, save_training_checkpoint, shuffle_generator_for
 
 SWEEP_JSON = "sweep.json"
 
@@ -227,7 +227,7 @@ def train_group(
     """Train one group's configurations together; fill in their histories; snapshot the group's best."""
     configs = [member.hparams for member in members]
     first = configs[0]
-    shuffle_generator = _shuffle_generator(first, device)
+    shuffle_generator = shuffle_generator_for(first, device)
     data = prepare_data(first, data_dir, device, 0, shuffle_generator, resuming=False)
     model = StackedSoftmax(configs, device, data.input_stats)
     batches, n_train = len(data.train), data.train.num_examples
@@ -315,7 +315,7 @@ def save_best(result: SweepResult) -> Path | None:
     hparams = best.hparams
     model = make_model(hparams, torch.device("cpu"), snapshot.weight, snapshot.bias, snapshot.input_stats)
     model.load_optimizer_state(snapshot.optimizer_state)
-    generator = _shuffle_generator(hparams, result.device)
+    generator = shuffle_generator_for(hparams, result.device)
     generator.set_state(snapshot.shuffle_state)
     path = result.run_dir / runs.CHECKPOINT_NAME
     epochs_done = len(best.history)
