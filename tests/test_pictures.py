@@ -189,24 +189,3 @@ def test_save_png_replaces_a_file_whole_and_leaves_no_temporary(tmp_path):
     target.write_bytes(b"old")
     viz.save_png(viz.line_plot({"a": ([1, 2], [3, 4])}, xlabel="x", ylabel="y", title="t"), target)
     assert png_size(target) == (640, 400) and [path.name for path in tmp_path.iterdir()] == ["figure.png"]
-
-
-def test_templates_redrawn_for_tensorboard_match_a_full_draw_and_relayout_for_wider_tick_labels():
-    from softmax_cli.pictures.figures import WeightTemplates, figure_pixels
-
-    generator = torch.Generator().manual_seed(0)
-    narrow, wide = torch.randn(784, 10, generator=generator), torch.randn(784, 10, generator=generator) * 0.035
-    templates = WeightTemplates(NAMES, standardized=False, dpi=80, size=(5.2, 3.3))
-    templates.update(narrow, when="epoch 1")
-    first = templates.pixels()
-    assert first.shape == (264, 416, 3) and first.dtype.name == "uint8"
-    templates.update(wide, when="epoch 2")  # tick labels like "-0.075" need more room than "-2"
-    second = templates.pixels()
-    renderer = templates.figure.canvas.get_renderer()
-    assert templates.colour_bar.ax.get_tightbbox(renderer).x1 <= templates.figure.bbox.x1
-    assert (first != second).any()
-    # What the fast path shows is what a full draw of the same figure shows.
-    for artist in templates.figure.findobj(lambda artist: artist.get_animated()):
-        artist.set_animated(False)
-    differing = (figure_pixels(templates.figure) != second).any(axis=2).sum()
-    assert differing <= 4  # a few antialiased pixels where two frame lines meet, at most

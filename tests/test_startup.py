@@ -62,7 +62,7 @@ def test_training_with_the_memory_loader_imports_no_torchvision(synthetic_data_d
         tmp_path, "train", "--data-dir", synthetic_data_dir, "--device", "cpu", "--epochs", "1", "--batch-size", "64"
     )
     assert "torch" in heavy and "torchvision" not in heavy and "torch._dynamo" not in heavy
-    assert "matplotlib" not in heavy  # TensorBoard's pictures are drawn by a process of their own
+    assert "matplotlib" not in heavy  # TensorBoard's pictures are drawn with torch
 
 
 def test_the_books_dataloader_still_uses_torchvision(synthetic_data_dir, tmp_path):

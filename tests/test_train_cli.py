@@ -47,7 +47,7 @@ def test_tensorboard_run_holds_the_tags_and_runs_never_mix(synthetic_data_dir, t
     tags = events.Tags()
     assert {"loss/train", "accuracy/train", "accuracy/test"} <= set(tags["scalars"])
     assert [event.step for event in events.Scalars("accuracy/test")] == [1, 2]
-    assert "weights" in tags["images"] and "confusion_matrix" in tags["images"]
+    assert "weights/Ankle boot" in tags["images"] and "confusion_matrix/text_summary" in tags["tensors"]
     assert any(path.name.startswith("events.out.tfevents") for path in runs[1].iterdir())
 
 

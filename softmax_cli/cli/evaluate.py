@@ -51,6 +51,15 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    confusion_png: Annotated[
+        Optional[Path],
+        typer.Option(
+            callback=check_image_path,
+            help="Also write the labelled confusion matrix (counts, full class names, true class by row) "
+            "as a .png or .jpg picture.",
+            show_default=False,
+        ),
+    ] = None,
     runs_dir: RunsDirOption = Path("runs"),
     as_json: JsonOption = False,
 ) -> None:
@@ -73,6 +82,11 @@ def evaluate(
         std = None if model.input_stats is None else model.input_stats[1]
         figure = weight_templates_figure(model.weight_bias()[0], names, std, f"epoch {loaded['epoch']}")
         write_image(lambda target: save_image(figure, target), weights_png)
+    if confusion_png is not None:
+        from softmax_cli.pictures.figures import confusion_figure, save_image
+
+        figure = confusion_figure(evaluation.confusion, names, when=f"epoch {loaded['epoch']}", dpi=150)
+        write_image(lambda target: save_image(figure, target), confusion_png)
     render_evaluation(results_console(as_json), path, loaded, evaluation, per_class)
     if as_json:
         print_json({

@@ -85,66 +85,60 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Train softmax regression on Fashion-MNIST: one row per epoch on stdout, TensorBoard logs and a checkpoint."""
-    from softmax_cli.pictures.worker import PictureWorker
+    from softmax_cli.config import ConflictingOption, resolve_hparams
+    from softmax_cli.runs import checkpoint as ckpt
+    from softmax_cli.training import check_validation_split
 
-    # Started first: the process that draws TensorBoard's pictures loads matplotlib on another
-    # core while this one loads torch. Closed on the way out, also if training never starts.
-    with PictureWorker() as pictures:
-        from softmax_cli.config import ConflictingOption, resolve_hparams
-        from softmax_cli.runs import checkpoint as ckpt
-        from softmax_cli.training import check_validation_split
+    given = given_options(
+        impl=impl, epochs=epochs, lr=lr, batch_size=batch_size, loader=loader, seed=seed,
+        naive_softmax=naive_softmax, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+        standardize=standardize, val_split=val_split,
+    )  # fmt: skip
+    resumed = ckpt.load_checkpoint(resume) if resume is not None else None
+    try:
+        hparams = resolve_hparams(given, preset.value if preset else None, resumed)
+    except ConflictingOption as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if hparams.naive_softmax and hparams.impl != "scratch":
+        raise typer.BadParameter("--naive-softmax is for --impl scratch only", param_hint="--naive-softmax")
+    if workers is not None and hparams.loader == "memory":
+        say("[yellow]note:[/] --workers only applies to --loader dataloader; ignored")
+    workers = default_workers() if workers is None else workers
+    torch_device = resolve_device_or_usage_error(device)
 
-        given = given_options(
-            impl=impl, epochs=epochs, lr=lr, batch_size=batch_size, loader=loader, seed=seed,
-            naive_softmax=naive_softmax, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
-            standardize=standardize, val_split=val_split,
-        )  # fmt: skip
-        resumed = ckpt.load_checkpoint(resume) if resume is not None else None
-        try:
-            hparams = resolve_hparams(given, preset.value if preset else None, resumed)
-        except ConflictingOption as exc:
-            raise typer.BadParameter(str(exc)) from None
-        if hparams.naive_softmax and hparams.impl != "scratch":
-            raise typer.BadParameter("--naive-softmax is for --impl scratch only", param_hint="--naive-softmax")
-        if workers is not None and hparams.loader == "memory":
-            say("[yellow]note:[/] --workers only applies to --loader dataloader; ignored")
-        workers = default_workers() if workers is None else workers
-        torch_device = resolve_device_or_usage_error(device)
+    target = resolve_data_dir(data_dir)
+    # The options a printed command must repeat: those given, not the defaults this machine resolves.
+    again = _given_location_options(data_dir, runs_dir, device)
+    try:
+        with ExitStack() as claimed:
+            if checkpoint is not None:
+                # Claimed before anything else happens: a refusal comes at once, and the path stays ours.
+                claimed.enter_context(ckpt.claim_checkpoint_path(checkpoint, overwrite=overwrite))
+                if checkpoint.exists() and checkpoint != resume:
+                    replaced = "exists and will be replaced after the first epoch"
+                    say(f"[yellow]note:[/] {escape(str(checkpoint))} {replaced}")
+            ensure_data(target)
+            check_validation_split(hparams, target)
+            result = _run_training(
+                hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume, again, as_json
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        # Stopped before training began (fetching or reading the data, say): reported like any stop.
+        from softmax_cli.training import TrainingResult
 
-        target = resolve_data_dir(data_dir)
-        # The options a printed command must repeat: those given, not the defaults this machine resolves.
-        again = _given_location_options(data_dir, runs_dir, device)
-        try:
-            with ExitStack() as claimed:
-                if checkpoint is not None:
-                    # Claimed before anything else happens: a refusal comes at once, and the path stays ours.
-                    claimed.enter_context(ckpt.claim_checkpoint_path(checkpoint, overwrite=overwrite))
-                    if checkpoint.exists() and checkpoint != resume:
-                        replaced = "exists and will be replaced after the first epoch"
-                        say(f"[yellow]note:[/] {escape(str(checkpoint))} {replaced}")
-                ensure_data(target)
-                check_validation_split(hparams, target)
-                result = _run_training(
-                    hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume, again, as_json,
-                    pictures,
-                )  # fmt: skip
-        except KeyboardInterrupt:
-            # Stopped before training began (fetching or reading the data, say): reported like any stop.
-            from softmax_cli.training import TrainingResult
-
-            result = TrainingResult(
-                hparams,
-                torch_device,
-                history=list(resumed["history"]) if resumed else [],
-                checkpoint=None,
-                epochs_done=resumed["epoch"] if resumed else 0,
-                interrupted=True,
-            )
-            _report_interruption(result, resume, again)
-        if as_json:
-            print_json(_train_json(result))
-        if result.interrupted:
-            raise typer.Exit(130)
+        result = TrainingResult(
+            hparams,
+            torch_device,
+            history=list(resumed["history"]) if resumed else [],
+            checkpoint=None,
+            epochs_done=resumed["epoch"] if resumed else 0,
+            interrupted=True,
+        )
+        _report_interruption(result, resume, again)
+    if as_json:
+        print_json(_train_json(result))
+    if result.interrupted:
+        raise typer.Exit(130)
 
 
 def _given_location_options(data_dir: Optional[Path], runs_dir: Path, device: str) -> list[str]:
@@ -177,9 +171,7 @@ class _StopsRecordedWhileClosing:
         stops.closing()
 
 
-def _run_training(
-    hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path, again, as_json, pictures
-):
+def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path, again, as_json):
     """Create the run folder, train with the progress display and TensorBoard, and report how it ended."""
     from softmax_cli import training
     from softmax_cli.cli.render import TrainingDisplay
@@ -200,7 +192,7 @@ def _run_training(
         new_folders.append(log_dir)
         paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
         # The logs are by-products: a full disk under them must not cost the training or its checkpoint.
-        logger = TensorBoardLogger(log_dir, on_picture_failure=warn, pictures=pictures)
+        logger = TensorBoardLogger(log_dir)
         tensorboard = training.BestEffort(logger, "TensorBoard logging", warn)
         summary = training.BestEffort(RunSummaryWriter(log_dir, resume_path), "the run summary (summary.json)", warn)
         callbacks = training.CallbackList([_StopsRecordedWhileClosing(), display, tensorboard, summary])

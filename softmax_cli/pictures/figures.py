@@ -3,9 +3,9 @@ predictions grid, training curves, and a small line plot other commands reuse.
 
 matplotlib is what the book draws with, and it gives axes, legends, colour bars and fonts
 that a hand-drawn bitmap lacks. It is imported only inside the functions that draw, so
-`--help` and the training hot path never pay for it. Nothing here imports torch: tensors
-are taken as they come and computed on with numpy (as_array), so `softmax plot` of run
-folders and the process drawing TensorBoard's pictures never load it. Figures are built with the
+`--help` and training never pay for it (TensorBoard's pictures are drawn with torch, in
+pictures/tensorboard.py). Nothing here imports torch: tensors are taken as they come and
+computed on with numpy (as_array), so `softmax plot` of run folders never loads it. Figures are built with the
 object-oriented API on the non-interactive Agg canvas: no pyplot, so no GUI backend is
 looked for and no global figure registry keeps figures alive. Nothing here prints.
 """
@@ -73,20 +73,11 @@ def save_image(figure: Figure, path: Path, image_format: str | None = None) -> N
         figure.savefig(handle, format=image_format, dpi=figure.dpi)
 
 
-def figure_pixels(figure: Figure) -> np.ndarray:
-    """The figure rendered as an H x W x 3 uint8 array (for TensorBoard's add_image)."""
-    import numpy as np
-
-    with _style():
-        figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-
-
 def as_array(values) -> np.ndarray:
     """A tensor (any device, with or without grad) or array-like as a float64 numpy array.
 
-    The figures compute with numpy, which matplotlib brings anyway, so that the process that
-    draws TensorBoard's pictures (pictures.py) never has to import torch."""
+    The figures compute with numpy, which matplotlib brings anyway, so that `softmax plot`
+    never has to import torch."""
     import numpy as np
 
     if hasattr(values, "detach"):  # a torch tensor, without importing torch to ask
@@ -102,19 +93,6 @@ def _colour_limit(values: np.ndarray) -> float:
         return 1.0
     limit = float(np.quantile(finite, COLOUR_LIMIT_QUANTILE))
     return limit if limit > 0 else max(float(finite.max()), 1e-12)
-
-
-def _fits(figure: Figure, *artists) -> bool:
-    """Whether these artists (a colour bar's axes, a title) still lie inside the figure as laid
-    out before: wider tick labels ("-0.25" after "-0.2") or a longer title call for a new layout."""
-    renderer = figure.canvas.get_renderer()
-    for artist in artists:
-        box = artist.get_tightbbox(renderer)
-        if box is not None and not (
-            box.x0 >= 0 and box.x1 <= figure.bbox.x1 and box.y0 >= 0 and box.y1 <= figure.bbox.y1
-        ):
-            return False
-    return True
 
 
 # --------------------------------------------------------------------------- weight templates
@@ -140,9 +118,6 @@ def pixel_space_templates(weight, input_std=None) -> np.ndarray:
 class WeightTemplates:
     """The learned templates as one labelled figure: a 2 x 5 grid of 28 x 28 images titled by
     class, one diverging colour map centred at 0 shared by all ten, and a colour bar.
-
-    Built once and updated in place (update()); pixels() then redraws only what changes, so
-    TensorBoard can show it every epoch for a fraction of the cost of a new figure each time.
     """
 
     def __init__(
@@ -169,7 +144,6 @@ class WeightTemplates:
             self.colour_bar = self.figure.colorbar(self.images[0], ax=axes, shrink=0.9, pad=0.02, extend="both")
             self.colour_bar.set_label(unit)
             self.heading = self.figure.suptitle("", wrap=True, fontsize=10)
-        self._background = None  # the unchanging parts, rendered once by pixels()
 
     def update(self, weight, input_std=None, when: str = "") -> Figure:
         """Show these weights (a tensor or an array, 784 x 10); `when` (e.g. "epoch 3") joins
@@ -184,32 +158,6 @@ class WeightTemplates:
         self.heading.set_text(title)
         return self.figure
 
-    def pixels(self) -> np.ndarray:
-        """The figure as H x W x 3 uint8 (as figure_pixels), redrawing only the images, the colour
-        bar and the title: matplotlib's blitting, with the class titles, frames and layout drawn
-        once and kept as a background (a full redraw costs several times more)."""
-        import numpy as np
-
-        canvas = self.figure.canvas
-        # Each image with its frame on top (as a full draw stacks them), then the colour bar and title.
-        framed = [artist for image in self.images for artist in (image, *image.axes.spines.values())]
-        changing = [*framed, self.colour_bar.ax, self.heading]
-        with _style():
-            if self._background is None or not _fits(self.figure, self.colour_bar.ax, self.heading):
-                for artist in changing:
-                    artist.set_animated(False)
-                self.figure.set_layout_engine("constrained")
-                canvas.draw()  # lays the figure out around these tick labels and title
-                self.figure.set_layout_engine("none")
-                for artist in changing:
-                    artist.set_animated(True)  # left out of canvas.draw(): drawn over the background below
-                canvas.draw()
-                self._background = canvas.copy_from_bbox(self.figure.bbox)
-            canvas.restore_region(self._background)
-            for artist in changing:
-                self.figure.draw_artist(artist)
-        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
 
 def weight_templates_figure(weight, class_names: Sequence[str], input_std=None, when: str = "") -> Figure:
     """One templates figure (see WeightTemplates), for a PNG."""
@@ -223,10 +171,6 @@ class ConfusionMatrix:
     """The confusion matrix with full class names, axis titles, a number in every cell and a
     colour bar: counts, or with normalize=True the percentage of each true class (each row
     divided by its count; the diagonal is then each class's recall).
-
-    Built once and updated in place (update()), like WeightTemplates: pixels() lays the
-    figure out only when it must, so a figure prepared during training is redrawn at its end
-    in about half the time of a new one.
     """
 
     def __init__(self, class_names: Sequence[str], normalize: bool = False, dpi: float = 100, size=(6.4, 5.8)) -> None:
@@ -248,7 +192,6 @@ class ConfusionMatrix:
             what = "% of the true class" if normalize else "test images"
             self.colour_bar = self.figure.colorbar(self.image, ax=ax, shrink=0.85, pad=0.02)
             self.colour_bar.set_label(what)
-        self._laid_out = False
 
     def update(self, confusion, when: str = "") -> Figure:
         """Show these counts (a tensor or an array, true class by predicted class); `when`
@@ -274,19 +217,6 @@ class ConfusionMatrix:
             f"{total:,} test images, accuracy {accuracy:.4f}{recall}"
         )
         return self.figure
-
-    def pixels(self) -> np.ndarray:
-        """The figure as H x W x 3 uint8 (as figure_pixels), laid out anew only the first time
-        or when the colour bar's tick labels outgrew the layout."""
-        import numpy as np
-
-        with _style():
-            if not self._laid_out or not _fits(self.figure, self.colour_bar.ax, self.ax.title):
-                self.figure.set_layout_engine("constrained")
-                self._laid_out = True
-            self.figure.canvas.draw()
-            self.figure.set_layout_engine("none")
-        return np.asarray(self.figure.canvas.buffer_rgba())[..., :3].copy()
 
 
 def confusion_figure(

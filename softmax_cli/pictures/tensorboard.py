@@ -1,10 +1,14 @@
 """TensorBoard logging as a training callback: curves every epoch, the weight templates every
 epoch, the confusion matrix and the run's status at the end, the hyperparameters from the start.
-The pictures are drawn by a second process while training goes on (pictures.py).
 
-Tags (README, *TensorBoard*): loss/train, loss/test, accuracy/train, accuracy/test,
-accuracy/val, lr; images weights, confusion_matrix, confusion_matrix/normalized; the
-HPARAMS tab; the book's curves (train and test on one chart) in the CUSTOM SCALARS tab.
+The pictures are drawn here with torch ops, in TensorBoard's own terms, so training never
+imports matplotlib and starts no helper process: one image per class under `weights/<class
+name>` (TensorBoard labels each card with its tag), a text card saying what the colours mean
+and the scale, and the confusion matrix as a Markdown table with recall per class.
+
+Tags (docs/pictures.md): loss/train, loss/test, accuracy/train, accuracy/test, accuracy/val,
+lr; images weights/<class name>; text weights/colours and confusion_matrix; the HPARAMS tab;
+the book's curves (train and test on one chart) in the CUSTOM SCALARS tab.
 
 The event file is opened by the first finished epoch, so a run that finishes none leaves
 none. A failed write (a full disk) raises out of these hooks; the CLI wraps this logger in
@@ -14,17 +18,12 @@ training.BestEffort, which reports it once and lets training go on without it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
+from softmax_cli.data.fashion_mnist import IMAGE_SIDE
 from softmax_cli.models import SoftmaxRegression
-from softmax_cli.pictures.worker import (
-    FINISH_TIMEOUT_S,
-    STOPPED_FINISH_TIMEOUT_S,
-    PictureError,
-    PictureJob,
-    PictureWorker,
-)
+from softmax_cli.pictures.figures import COLOUR_LIMIT_QUANTILE, RARELY_LIT_STD_FRACTION
 from softmax_cli.training import EpochMetrics, TrainingCallbacks, TrainingPlan, TrainingResult
 
 SCALAR_TAGS = {
@@ -93,28 +92,81 @@ def session_end_summary(status: int):
     )
 
 
-class TensorBoardLogger(TrainingCallbacks):
-    """Writes one run's curves into its own folder, so repeated runs never mix."""
+# Each template's 28 x 28 pixels are drawn as SCALE x SCALE blocks (nearest neighbour), so a
+# TensorBoard card shows the pixels, not a blur.
+SCALE = 8
+# A diverging map, as matplotlib's RdBu_r: blue (negative) through near-white (0) to red (positive).
+NEGATIVE, ZERO, POSITIVE = (0.13, 0.40, 0.67), (0.97, 0.97, 0.97), (0.70, 0.09, 0.17)
+RARELY_LIT_GREY = 0.72
 
-    def __init__(
-        self,
-        log_dir: Path,
-        on_picture_failure: Callable[[str], None] | None = None,
-        pictures: PictureWorker | None = None,
-    ) -> None:
-        """on_picture_failure hears, once, why the pictures stopped (the curves go on); without
-        it, that failure is raised like any other. `pictures` is a picture process started
-        earlier (the CLI starts one before importing torch), which this logger takes over and
-        closes; without it, one starts with training."""
+
+def weight_images(weight, input_std=None) -> tuple[list, float]:
+    """The ten columns of W (784 x 10) as ten RGB images (3 x 224 x 224 float tensors in [0, 1])
+    and the colour scale they share: +-scale are the two ends of the map, 0 is near-white.
+
+    In pixel space for a standardized run (W / std, what each raw pixel is weighed by); pixels
+    rarely lit in training are grey, as in `eval --weights-png`.
+    """
+    import torch
+
+    templates = weight.detach().float().cpu().T.clone()  # 10 x 784
+    rarely_lit = torch.zeros(templates.shape[1], dtype=torch.bool)
+    if input_std is not None:
+        std = input_std.detach().float().cpu()
+        templates = templates / std
+        rarely_lit = std < RARELY_LIT_STD_FRACTION * std.median()
+    shown = templates[:, ~rarely_lit].abs()
+    # As the figures' colour bars: a few extreme pixels must not wash the rest out.
+    scale = float(torch.quantile(shown.flatten(), COLOUR_LIMIT_QUANTILE)) if shown.numel() else 0.0
+    if scale <= 0:
+        scale = max(float(shown.max()), 1e-12) if shown.numel() else 1.0
+    t = (templates / scale).clamp(-1, 1).unsqueeze(-1)  # 10 x 784 x 1, in [-1, 1]
+    zero, negative, positive = (torch.tensor(c) for c in (ZERO, NEGATIVE, POSITIVE))
+    rgb = torch.where(t < 0, zero + (negative - zero) * -t, zero + (positive - zero) * t)  # 10 x 784 x 3
+    rgb[:, rarely_lit] = RARELY_LIT_GREY
+    rgb = rgb.reshape(-1, IMAGE_SIDE, IMAGE_SIDE, 3).permute(0, 3, 1, 2)  # 10 x 3 x 28 x 28
+    rgb = rgb.repeat_interleave(SCALE, dim=2).repeat_interleave(SCALE, dim=3)
+    return list(rgb), scale
+
+
+def colour_legend(scale: float, standardized: bool) -> str:
+    """The text card that says once what the weight images' colours mean."""
+    unit = "pixel-space weight (W / std: the input was standardized)" if standardized else "weight"
+    grey = " Grey: pixels rarely lit in training." if standardized else ""
+    return (
+        f"Each image is one class's column of W, its 28 x 28 {unit}s. Red raises the class score, "
+        f"blue lowers it, near-white is 0. One symmetric scale for all ten classes: full red is "
+        f"+{scale:.3g} or more, full blue -{scale:.3g} or less.{grey}"
+    )
+
+
+def confusion_markdown(confusion, class_names: Sequence[str]) -> str:
+    """The confusion matrix as a Markdown table of counts (true class by row, predicted by column,
+    full class names) with each class's recall, and the accuracy."""
+    counts = [[int(v) for v in row] for row in confusion.tolist()]
+    total = sum(map(sum, counts))
+    correct = sum(counts[i][i] for i in range(len(counts)))
+    lines = [
+        f"Test images: {total:,}; accuracy {correct / max(total, 1):.4f}. Rows: the true class; "
+        "columns: the predicted class; recall: the share of the true class predicted right.",
+        "",
+        "| true \\ predicted | " + " | ".join(class_names) + " | recall |",
+        "|---|" + "---:|" * (len(class_names) + 1),
+    ]
+    for name, row, i in zip(class_names, counts, range(len(counts)), strict=True):
+        recall = row[i] / sum(row) if sum(row) else 0.0
+        lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + f" | {recall:.3f} |")
+    return "\n".join(lines)
+
+
+class TensorBoardLogger(TrainingCallbacks):
+    """Writes one run's curves and pictures into its own folder, so repeated runs never mix."""
+
+    def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
-        self.on_picture_failure = on_picture_failure
         self.writer = None
         self.plan = None
         self._writer_class = None
-        self.pictures = pictures
-        self._templates_step = None  # the last epoch whose templates were sent to be drawn
-        self._skipped = None  # (epoch, W, std) of the last epoch skipped while the worker was behind
-        self._threads_before = None  # torch's CPU threads, while one core is left to the pictures
 
     def on_train_start(self, plan: TrainingPlan) -> None:
         # Imported now (it takes a second), so the first epoch's end stays short; the event
@@ -127,10 +179,6 @@ class TensorBoardLogger(TrainingCallbacks):
         self.class_names = tuple(class_names())
         self._writer_class = SummaryWriter
         _quiet_writer_thread_failures()
-        if self.pictures is None:
-            self.pictures = PictureWorker()  # it imports matplotlib while the first epochs train
-        if plan.device.type == "cpu":
-            self._leave_a_core_to_the_pictures()
 
     def _open(self):
         # Lazily, so a run that completes no epoch (interrupted, diverged) leaves no event file.
@@ -141,34 +189,8 @@ class TensorBoardLogger(TrainingCallbacks):
             self.writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
         return self.writer
 
-    def _leave_a_core_to_the_pictures(self) -> None:
-        # torch's CPU threads wait for work by spinning, so with one per core they take the
-        # core the picture process draws on: on 2 cores a 10-epoch run took 4.3-4.4 s with
-        # both threads, 3.4-3.5 s with one (README, *TensorBoard*, has what it costs an epoch).
-        import torch
-
-        threads = torch.get_num_threads()
-        if threads > 1:
-            torch.set_num_threads(threads - 1)
-            self._threads_before = threads
-
-    def _give_back_the_core(self) -> None:
-        if self._threads_before is not None:
-            import torch
-
-            torch.set_num_threads(self._threads_before)
-            self._threads_before = None
-
-    def _stop_pictures(self) -> None:
-        if self.pictures is not None:
-            pictures, self.pictures = self.pictures, None
-            pictures.close()
-        self._give_back_the_core()
-
     def close(self) -> None:
-        """Close the event file and end the picture worker (also after a failed write, when
-        training.BestEffort drops this logger)."""
-        self._stop_pictures()
+        """Close the event file (also after a failed write, when training.BestEffort drops this logger)."""
         if self.writer is not None:
             writer, self.writer = self.writer, None
             writer.close()
@@ -179,71 +201,22 @@ class TensorBoardLogger(TrainingCallbacks):
             value = getattr(metrics, field)
             if value is not None:
                 self.writer.add_scalar(tag, value, metrics.epoch)
-        self._pictures(self._write_ready_and_send_templates, metrics.epoch, model)
+        # Watch the ten templates form, epoch by epoch.
+        std = None if model.input_stats is None else model.input_stats[1]
+        images, scale = weight_images(model.weight_bias()[0], std)
+        for name, image in zip(self.class_names, images, strict=True):
+            self.writer.add_image(f"weights/{name}", image, metrics.epoch)
+        self.writer.add_text("weights/colours", colour_legend(scale, std is not None), metrics.epoch)
         self.writer.flush()
-
-    def _write_ready_and_send_templates(self, epoch: int, model: SoftmaxRegression) -> None:
-        # Watch the ten 28x28 templates form, epoch by epoch. A copy: training goes on updating W in place.
-        self._write_pictures(self.pictures.ready())
-        weight = model.weight_bias()[0].detach().cpu().clone().numpy()
-        std = None if model.input_stats is None else model.input_stats[1].cpu().numpy()
-        if self.pictures.is_behind():  # skipped (see pictures.py), kept should it be the last
-            self._skipped = (epoch, weight, std)
-        else:
-            self._send_templates(epoch, weight, std)
-
-    def _send_templates(self, epoch: int, weight, std) -> None:
-        self.pictures.submit(PictureJob("templates", "weights", epoch, weight, self.class_names, std))
-        self._templates_step = epoch
-
-    def _send_confusion(self, result: TrainingResult) -> None:
-        epoch = result.epochs_done
-        counts = result.final_evaluation.confusion.cpu().numpy()
-        for tag, normalize in (("confusion_matrix", False), ("confusion_matrix/normalized", True)):
-            self.pictures.submit(PictureJob("confusion", tag, epoch, counts, self.class_names, None, normalize))
-
-    def _write_pictures(self, pictures) -> None:
-        # What writer.add_image writes, from the PNG the worker already encoded.
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
-        for picture in pictures:
-            image = Summary.Image(
-                height=picture.height, width=picture.width, colorspace=3, encoded_image_string=picture.png
-            )
-            summary = Summary(value=[Summary.Value(tag=picture.tag, image=image)])
-            self.writer.file_writer.add_summary(summary, picture.step)
-
-    def _pictures(self, work: Callable, *args) -> None:
-        """Do picture work; should the worker fail, keep what it drew, report the failure once
-        and go on without pictures (the curves are this logger's own; training.BestEffort
-        handles the failures of those)."""
-        if self.pictures is None:
-            return
-        try:
-            work(*args)
-        except PictureError as exc:
-            self._stop_pictures()
-            self._write_pictures(exc.drawn)
-            if self.on_picture_failure is None:
-                raise
-            self.on_picture_failure(f"TensorBoard pictures stopped: {exc}; the curves go on")
-
-    def _finish_pictures(self, result: TrainingResult) -> None:
-        # The last finished epoch's templates, should they have been skipped: from the copy
-        # taken then, as the model may since have moved on (a stopped or diverged epoch).
-        if self._skipped is not None and self._skipped[0] == result.epochs_done != self._templates_step:
-            self._send_templates(*self._skipped)
-        if result.final_evaluation is not None:
-            self._send_confusion(result)
-        # After a stop, the user is waiting: a worker still busy then is not waited for long.
-        self._write_pictures(self.pictures.finish(STOPPED_FINISH_TIMEOUT_S if result.interrupted else FINISH_TIMEOUT_S))
 
     def on_train_end(self, result: TrainingResult, model: SoftmaxRegression) -> None:
         if self.writer is None:
             self.close()
             return  # no epoch finished in this run: nothing to log, and no event file
         try:
-            self._pictures(self._finish_pictures, result)
+            if result.final_evaluation is not None:
+                table = confusion_markdown(result.final_evaluation.confusion, self.class_names)
+                self.writer.add_text("confusion_matrix", table, result.epochs_done)
             status = session_end_status(result.diverged, result.interrupted)
             self.writer.file_writer.add_summary(session_end_summary(status))
         finally:
