@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import atexit
 import gc
+import os
 from typing import Annotated
+
+# OpenMP's worker threads spin while they wait for work; beside one busy process on 2 cores
+# they fight it for the CPU and epochs swing many times over. Passive waiting (set before
+# torch loads OpenMP, and only where the user has not chosen) makes them sleep instead.
+# Measured with `python benchmarks/busy.py` (docs: the README's performance section).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 
