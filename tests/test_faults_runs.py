@@ -170,7 +170,7 @@ def assert_tensorboard_closed(log_dir: Path, epochs: int) -> None:
     events.Reload()
     steps = [event.step for event in events.Scalars("accuracy/test")]
     assert steps == list(range(1, epochs + 1)) or steps == list(range(1, epochs)), steps
-    assert "confusion_matrix" in events.Tags()["images"]
+    assert "confusion_matrix/text_summary" in events.Tags()["tensors"]
 
 
 @POSIX_ONLY
