@@ -61,6 +61,7 @@ def test_tensorboard_run_holds_the_tags_and_runs_never_mix(synthetic_data_dir, t
         (["--lr", "inf"], "--lr"),
         (["--batch-size", "0"], "--batch-size"),
         (["--workers", "-1"], "--workers"),
+        (["--workers", "10000"], "--workers"),  # forked without bound before
         (["--impl", "keras"], "--impl"),
         (["--loader", "ffcv"], "--loader"),
         (["--device", "tpu"], "--device"),

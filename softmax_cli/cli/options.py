@@ -271,6 +271,7 @@ WorkersOption = Annotated[
     Optional[int],
     typer.Option(
         min=RANGES["workers"].low,
+        max=RANGES["workers"].high,
         show_default=False,
         help="DataLoader worker processes (--loader dataloader only). [default: min(4, CPUs)]",
     ),
