@@ -146,6 +146,12 @@ class Hparams:
             return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.lr
 
+    def learning_rates(self, epoch_index: int, batches_per_epoch: int) -> list[float]:
+        """The schedule, the one both `train` and `sweep` follow: the learning rate of each step of
+        the epoch `epoch_index` (from 0), every step's progress counted over all epochs."""
+        total, first = self.epochs * batches_per_epoch, epoch_index * batches_per_epoch
+        return [self.lr_at((first + step) / total) for step in range(batches_per_epoch)]
+
 
 def default_workers() -> int:
     """DataLoader workers when --workers is not given: the book's 4, at most one per core."""

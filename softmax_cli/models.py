@@ -76,14 +76,16 @@ def cross_entropy_from_logits(logits: torch.Tensor, y: torch.Tensor) -> torch.Te
 def sgd_momentum(params, lr, batch_size, momentum, weight_decay, buffers: list) -> None:
     """The book's `sgd` plus torch.optim.SGD's weight decay and momentum, step for step.
 
-    `buffers` holds one momentum buffer per parameter (None until the first step).
+    `buffers` holds one momentum buffer per parameter (None until the first step). lr, momentum
+    and weight_decay may be tensors that broadcast against each parameter (a sweep's values, one
+    per configuration); a tensor's terms are always applied, and for a 0 they change nothing.
     """
     with torch.no_grad():
         for i, param in enumerate(params):
             grad = param.grad / batch_size
-            if weight_decay:
+            if _applies(weight_decay):
                 grad = grad + weight_decay * param
-            if momentum:
+            if _applies(momentum):
                 if buffers[i] is None:
                     buffers[i] = grad.clone()
                 else:
@@ -91,6 +93,11 @@ def sgd_momentum(params, lr, batch_size, momentum, weight_decay, buffers: list) 
                 grad = buffers[i]
             param -= lr * grad
             param.grad.zero_()
+
+
+def _applies(setting) -> bool:
+    """Whether sgd_momentum applies a term: a nonzero number, or any tensor of them."""
+    return isinstance(setting, torch.Tensor) or setting != 0
 
 
 def standardize(X: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
@@ -121,8 +128,7 @@ class SoftmaxRegression(Protocol):
     input_stats: InputStats | None
 
     def logits(self, X: torch.Tensor) -> torch.Tensor: ...
-    def train_step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-    def set_lr(self, lr: float) -> None: ...
+    def train_step(self, X: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]: ...
     def weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]: ...
     def optimizer_state(self) -> dict | None: ...
     def load_optimizer_state(self, state: dict | None) -> None: ...
@@ -136,7 +142,6 @@ class ScratchSoftmax:
     def __init__(self, W: torch.Tensor, b: torch.Tensor, hparams: Hparams, input_stats: InputStats | None = None):
         self.W = column_major(W).requires_grad_(True)
         self.b = b.clone().requires_grad_(True)
-        self.lr = hparams.lr
         self.naive = hparams.naive_softmax
         self.momentum = hparams.momentum
         self.weight_decay = hparams.weight_decay
@@ -152,18 +157,15 @@ class ScratchSoftmax:
             return cross_entropy(softmax(logits), y)
         return cross_entropy_from_logits(logits, y)
 
-    def train_step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self, X: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(X)
         losses = self.loss(logits, y)
         losses.sum().backward()
         if self.momentum or self.weight_decay:
-            sgd_momentum([self.W, self.b], self.lr, X.shape[0], self.momentum, self.weight_decay, self.momentum_buffers)
+            sgd_momentum([self.W, self.b], lr, X.shape[0], self.momentum, self.weight_decay, self.momentum_buffers)
         else:
-            sgd([self.W, self.b], self.lr, X.shape[0])
+            sgd([self.W, self.b], lr, X.shape[0])
         return losses.detach(), logits.detach()
-
-    def set_lr(self, lr: float) -> None:
-        self.lr = lr
 
     def weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.W.detach(), self.b.detach()
@@ -207,17 +209,15 @@ class ConciseSoftmax:
     def logits(self, X: torch.Tensor) -> torch.Tensor:
         return self.net(standardize(X, self.input_stats))
 
-    def train_step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self, X: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(X)
         losses = self.loss(logits, y)
         self.trainer.zero_grad()
         losses.mean().backward()
+        for group in self.trainer.param_groups:  # how torch's own lr schedulers set it
+            group["lr"] = lr
         self.trainer.step()
         return losses.detach(), logits.detach()
-
-    def set_lr(self, lr: float) -> None:
-        for group in self.trainer.param_groups:
-            group["lr"] = lr
 
     def weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         linear = self.net[1]

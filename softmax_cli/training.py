@@ -86,10 +86,11 @@ def fit(
     )  # fmt: skip
     try:
         for epoch_index in range(start_epoch, hparams.epochs):
-            model.set_lr(hparams.lr)
-            schedule = _schedule_for_epoch(hparams, epoch_index, len(data.train))
+            learning_rates = hparams.learning_rates(epoch_index, len(data.train))
             started = time.perf_counter()
-            train_loss, train_acc = train_epoch(model, data.train, callbacks.on_batch_end, schedule)
+            loss_sum, correct = train_epoch(model, data.train, learning_rates, callbacks.on_batch_end)
+            train_loss = loss_sum.item() / data.train.num_examples
+            train_acc = correct.item() / data.train.num_examples
             train_seconds = time.perf_counter() - started
             epoch = epoch_index + 1
             # The epoch's loss is measured before each step, so the last step can still have
@@ -107,7 +108,7 @@ def fit(
                 test_loss=evaluation.loss,
                 seconds=time.perf_counter() - started,
                 examples_per_s=data.train.num_examples / train_seconds,
-                lr=schedule(len(data.train) - 1) if schedule else hparams.lr,
+                lr=learning_rates[-1],
                 val_acc=val_acc,
             )
             entry = metrics.as_dict()
@@ -205,32 +206,23 @@ def save_training_checkpoint(
     )
 
 
-def train_epoch(model: SoftmaxRegression, batches, on_batch=None, lr_for_batch=None) -> tuple[float, float]:
-    """One pass over the training batches; returns (mean loss, accuracy) read once at the end.
+def train_epoch(model, batches, learning_rates, on_batch=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over the training batches, step i at learning_rates[i] (the schedule; an endless
+    itertools.repeat(lr) for a constant rate).
 
-    lr_for_batch(i), when given, sets the learning rate before the i-th step (a schedule).
+    Returns the summed loss and the number of right answers, left on the device so that nothing
+    waits for the device per batch: one of each for a model, or one per configuration for the
+    sweep's StackedSoftmax, whose losses are batch x K and its logits batch x K x 10.
     """
-    loss_sum = correct = None
-    for i, (X, y) in enumerate(batches):
-        if lr_for_batch is not None:
-            model.set_lr(lr_for_batch(i))
-        losses, logits = model.train_step(X, y)
-        batch_loss, batch_correct = losses.sum(), (logits.argmax(1) == y).sum()
-        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-        correct = batch_correct if correct is None else correct + batch_correct
+    loss_sum = correct = 0
+    for (X, y), lr in zip(batches, learning_rates, strict=False):
+        losses, logits = model.train_step(X, y, lr)
+        labels = y if logits.dim() == 2 else y.unsqueeze(1)
+        loss_sum = loss_sum + losses.sum(0)
+        correct = correct + (logits.argmax(-1) == labels).sum(0)
         if on_batch is not None:
             on_batch()
-    n = batches.num_examples
-    return loss_sum.item() / n, correct.item() / n
-
-
-def _schedule_for_epoch(hparams: Hparams, epoch_index: int, batches_per_epoch: int):
-    """The per-batch learning rates of one epoch, or None when the rate is constant."""
-    if hparams.schedule == "constant":
-        return None
-    total = hparams.epochs * batches_per_epoch
-    first = epoch_index * batches_per_epoch
-    return lambda i: hparams.lr_at((first + i) / total)
+    return loss_sum, correct
 
 
 @dataclass

@@ -24,6 +24,7 @@ import time, never prints, knows nothing of Typer or Rich.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import resource
@@ -189,11 +190,19 @@ def synchronize(device) -> None:
         torch.mps.synchronize()
 
 
-def _article_epoch(model, batches) -> tuple[float, float]:
+def _memory_epoch(model, batches, lr: float) -> tuple[float, float]:
+    """training.train_epoch at a constant rate, its sums read back once at the end, as fit reads them."""
+    from softmax_cli.training import train_epoch
+
+    loss_sum, correct = train_epoch(model, batches, itertools.repeat(lr))
+    return loss_sum.item() / batches.num_examples, correct.item() / batches.num_examples
+
+
+def _article_epoch(model, batches, lr: float) -> tuple[float, float]:
     """The book's d2l train_epoch_ch3: every batch's loss and accuracy read back with float()."""
     loss_sum = correct = count = 0.0
     for X, y in batches:
-        losses, y_hat = model.train_step(X, y)
+        losses, y_hat = model.train_step(X, y, lr)
         loss_sum += float(losses.sum())
         correct += float((y_hat.argmax(1).type(y.dtype) == y).sum())
         count += y.numel()
@@ -218,7 +227,6 @@ def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = Non
     from softmax_cli.config import Hparams
     from softmax_cli.data import batches as data
     from softmax_cli.models import make_model
-    from softmax_cli.training import train_epoch
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -256,9 +264,9 @@ def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = Non
     if model is None:
         run_epoch = partial(_data_epoch, batches)
     elif spec.per_batch_sync:
-        run_epoch = partial(_article_epoch, model, batches)
+        run_epoch = partial(_article_epoch, model, batches, settings.lr)
     else:
-        run_epoch = partial(train_epoch, model, batches)
+        run_epoch = partial(_memory_epoch, model, batches, settings.lr)
 
     seconds: list[float] = []
     warmup_seconds = 0.0

@@ -17,6 +17,7 @@ No torch at import time, never prints (progress goes through a callback), knows 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -190,12 +191,13 @@ def measure_stacked_epochs(settings: SweepBenchSettings, progress: Progress = No
     )
     if settings.max_batches:
         batches = CappedBatches(batches, settings.max_batches, settings.batch_size)
-    single = make_model(Hparams(impl="scratch", batch_size=settings.batch_size), device)
+    single_hparams = Hparams(impl="scratch", batch_size=settings.batch_size)
+    single, single_lr = make_model(single_hparams, device), single_hparams.lr
     stacks = {k: StackedSoftmax(_stacked_configs(k, settings.batch_size), device) for k in settings.k_values}
-    sides = {"single": lambda: train_epoch(single, batches)}
+    sides = {"single": lambda: train_epoch(single, batches, itertools.repeat(single_lr))}
     for k, model in stacks.items():
-        lrs = model.learning_rates(0, 1, len(batches))
-        sides[k] = lambda model=model, lrs=lrs: model.train_epoch(batches, lrs)
+        lrs = model.learning_rates(0, len(batches))
+        sides[k] = lambda model=model, lrs=lrs: train_epoch(model, batches, lrs)
     seconds: dict = {side: [] for side in sides}
     for round_index in range(1 + settings.rounds):
         for side, run_epoch in sides.items():

@@ -1,1 +1,2 @@
-"""The dataset: its facts, the IDX format and its checks, verification, download and import, data folders, and the splits as tensors and batches."""
+"""The dataset: its facts, the IDX format and its checks, verification, download and import, data
+folders, and the splits as tensors and batches."""

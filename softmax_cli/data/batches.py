@@ -27,12 +27,12 @@ from typing import Iterator
 import torch
 
 from softmax_cli.config import Hparams
-from softmax_cli.errors import DataError
 from softmax_cli.data.fashion_mnist import CLASS_NAMES, IMAGE_SIDE, SPLIT_FILES
 from softmax_cli.data.fashion_mnist import NUM_CLASSES as NUM_CLASSES  # re-exported: models, evaluation, viz
 from softmax_cli.data.idx import IdxFile
 from softmax_cli.data.paths import raw_dir
 from softmax_cli.data.verified import read_verified, repair_hint
+from softmax_cli.errors import DataError
 
 NUM_INPUTS = IMAGE_SIDE * IMAGE_SIDE
 

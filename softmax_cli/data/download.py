@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from softmax_cli.data.fashion_mnist import GZ_RESOURCES, MIRRORS, RAW_MD5
+from softmax_cli.data.paths import raw_dir
 from softmax_cli.data.store import (
     STATUS_DOWNLOADED,
     STATUS_IMPORTED,
@@ -47,11 +49,9 @@ from softmax_cli.data.store import (
     stream_to_file,
     uncompressed_name,
 )
-from softmax_cli.errors import DataError
-from softmax_cli.data.fashion_mnist import GZ_RESOURCES, MIRRORS, RAW_MD5
-from softmax_cli.data.paths import raw_dir
 from softmax_cli.data.transfer_watch import TransferWatch
 from softmax_cli.data.verified import VerifiedStamp, record_written
+from softmax_cli.errors import DataError
 
 __all__ = [
     "STATUS_DOWNLOADED",

@@ -28,8 +28,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from softmax_cli.errors import DataError
 from softmax_cli.data.fashion_mnist import IMAGE_SIDE, NUM_CLASSES
+from softmax_cli.errors import DataError
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
-from softmax_cli.data import idx
 from softmax_cli.atomic import atomic_write
-from softmax_cli.errors import DataError
+from softmax_cli.data import idx
 from softmax_cli.data.fashion_mnist import RAW_MD5
 from softmax_cli.data.idx import (
     MAX_EXAMPLES,
@@ -41,6 +40,7 @@ from softmax_cli.data.idx import (
 )
 from softmax_cli.data.paths import raw_dir
 from softmax_cli.data.verified import VerifiedStamp, raw_problem, record_written, repair_hint
+from softmax_cli.errors import DataError
 
 __all__ = [
     "DownloadProgress",

@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from softmax_cli.atomic import atomic_write
-from softmax_cli.errors import DataError
 from softmax_cli.data.fashion_mnist import RAW_MD5, SPLIT_FILES, SPLIT_SIZES
 from softmax_cli.data.idx import IdxError, IdxFile, check_payload, holds_images, read_idx_file, regular_file
 from softmax_cli.data.paths import raw_dir
+from softmax_cli.errors import DataError
 
 STAMP_NAME = ".softmax-cli-verified.json"
 STAMP_FORMAT = "softmax-cli verified dataset files"

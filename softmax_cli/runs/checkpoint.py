@@ -29,8 +29,8 @@ import torch
 
 from softmax_cli import files
 from softmax_cli.atomic import atomic_write
-from softmax_cli.runs.format import BIAS_SHAPE, FORMAT_NAME, FORMAT_VERSION, WEIGHT_SHAPE, validate
 from softmax_cli.errors import CheckpointError, CheckpointInUse, UsageError
+from softmax_cli.runs.format import BIAS_SHAPE, FORMAT_NAME, FORMAT_VERSION, WEIGHT_SHAPE, validate
 
 __all__ = [
     "BIAS_SHAPE",

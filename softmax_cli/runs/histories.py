@@ -59,6 +59,7 @@ def read_history(path: Path) -> RunHistory:
                 "(pass run folders such as runs/scratch/<run>, or checkpoints)"
             )
     from softmax_cli.runs import checkpoint as ckpt
+
     loaded = ckpt.load_checkpoint(source)
     return _checked(RunHistory(path, Hparams.from_checkpoint(loaded).as_dict(), _entries(loaded["history"])))
 

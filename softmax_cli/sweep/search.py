@@ -30,7 +30,7 @@ from softmax_cli.models import make_model
 from softmax_cli.runs import folders as runs
 from softmax_cli.sweep.grid import available_host_memory, config_tag, group_configs, varying
 from softmax_cli.sweep.model import StackedSoftmax
-from softmax_cli.training import EpochMetrics, save_training_checkpoint, shuffle_generator_for
+from softmax_cli.training import EpochMetrics, save_training_checkpoint, shuffle_generator_for, train_epoch
 
 SWEEP_JSON = "sweep.json"
 
@@ -236,9 +236,8 @@ def train_group(
     for epoch_index in range(first.epochs):
         epoch = epoch_index + 1
         started = time.perf_counter()
-        loss_sum, correct = model.train_epoch(
-            data.train, model.learning_rates(epoch_index, first.epochs, batches), callbacks.on_batch_end
-        )
+        learning_rates = model.learning_rates(epoch_index, batches)
+        loss_sum, correct = train_epoch(model, data.train, learning_rates, callbacks.on_batch_end)
         train_seconds = time.perf_counter() - started
         finite = model.finite() & torch.isfinite(loss_sum)
         test_loss, test_correct, n_test = model.evaluate(data.test)
@@ -264,7 +263,7 @@ def train_group(
                 test_loss=rows[2][k] / n_test,
                 seconds=seconds,
                 examples_per_s=n_train / train_seconds,
-                lr=h.lr_at((epoch * batches - 1) / (first.epochs * batches)),
+                lr=h.learning_rates(epoch_index, batches)[-1],
                 val_acc=rows[5][k] / n_val,
             )
             member.history.append(metrics.as_dict())
