@@ -111,6 +111,8 @@ def load_summary(run_dir: Path) -> dict | None:
 MAX_SUMMARY_BYTES = 16 * 2**20
 _REQUIRED = ("version", "started", "impl", "status", "hparams", "history", "epochs_done")
 _COUNT = Range(0, INT64_MAX)
+# The figures of an epoch (training.EpochMetrics.as_dict) that `softmax runs` and `softmax plot` show.
+_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "val_acc", "seconds", "examples_per_s", "lr")
 
 
 def check_summary(raw: object) -> dict:
@@ -168,12 +170,19 @@ def check_summary(raw: object) -> dict:
             raise damaged(f"history entry {number} is not an object of numbers")
         if not _is_count(entry.get("epoch")):
             raise damaged(f"history entry {number} has no epoch number")
+        for key in _METRICS:
+            if not (entry.get(key) is None or _is_number(entry[key])):
+                raise damaged(f"history entry {number}: {key} is not a number")
     summary["history"] = [dict(entry) for entry in history]
     return summary
 
 
 def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value in _COUNT
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_text(value: object) -> bool:
