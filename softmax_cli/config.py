@@ -153,6 +153,44 @@ class Hparams:
         return [self.lr_at((first + step) / total) for step in range(batches_per_epoch)]
 
 
+# The values a stored hparam of these names must take (impl, loader, schedule, preset).
+CHOICES: dict[str, tuple] = {"impl": IMPLS, "loader": LOADERS, "schedule": SCHEDULES, "preset": tuple(PRESETS)}
+
+
+def hparam_problem(values: dict) -> str | None:
+    """What is wrong with stored settings (a checkpoint's, a run summary's), in a few words; None if nothing.
+
+    Each known field must have its default's type, one of CHOICES and lie in RANGES. Keys this
+    version does not know are not looked at, and a missing key is fine (Hparams' default holds).
+    """
+    for spec in fields(Hparams):
+        if spec.name not in values:
+            continue
+        value, expected = values[spec.name], type(spec.default)
+        if expected is bool:
+            ok, kind = isinstance(value, bool), "true or false"
+        elif expected is int:
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif expected is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            kind = "a number"
+        else:
+            ok, kind = isinstance(value, expected), "text"
+        if not ok:
+            return f"{spec.name} is not {kind}: {_short(value)}"
+        if spec.name in CHOICES and value not in CHOICES[spec.name]:
+            return f"{spec.name} is {_short(value)}, not one of {', '.join(CHOICES[spec.name])}"
+        if spec.name in RANGES and value not in RANGES[spec.name]:
+            return f"{spec.name} {_short(value)} is not {RANGES[spec.name]}"
+    return None
+
+
+def _short(value: object) -> str:
+    """repr(value), cut to fit in an error line (a damaged file can hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def default_workers() -> int:
     """DataLoader workers when --workers is not given: the book's 4, at most one per core."""
     return min(4, os.cpu_count() or 1)

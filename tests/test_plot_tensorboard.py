@@ -69,8 +69,22 @@ def test_a_summary_with_no_epoch_and_a_folder_with_nothing_are_refused(tmp_path)
     empty.mkdir()
     with pytest.raises(SoftmaxError, match="not a run folder"):
         histories.read_history(empty)
-    (empty / SUMMARY_NAME).write_text(json.dumps({"format": "softmax-cli/run-summary", "history": [], "hparams": {}}))
+    summary = {
+        "format": "softmax-cli/run-summary",
+        "version": 1,
+        "started": "2025-01-01T00:00:00+00:00",
+        "impl": "scratch",
+        "status": "interrupted",
+        "epochs_done": 0,
+        "history": [],
+        "hparams": {},
+    }
+    (empty / SUMMARY_NAME).write_text(json.dumps(summary))
     with pytest.raises(SoftmaxError, match="no completed epoch"):
+        histories.read_history(empty)
+    # A damaged summary and no checkpoint to read instead: the error says what is damaged.
+    (empty / SUMMARY_NAME).write_text(json.dumps({**summary, "history": 3}))
+    with pytest.raises(SoftmaxError, match="history is not a list, and the folder has no checkpoint.pt"):
         histories.read_history(empty)
 
 

@@ -44,8 +44,21 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one red error line on stderr and return the Exit to raise."""
     # Messages carry paths and user text: never let Rich read "[...]" in them as markup.
     # Foreign texts (urllib's, the OS's) may run over several lines: the error stays one line.
-    say(f"[bold red]error:[/] {escape(' '.join(message.split()))}")
+    say(f"[bold red]error:[/] {escape(printable(' '.join(message.split())))}")
     return typer.Exit(code)
+
+
+def printable(text: str) -> str:
+    """text as a terminal may receive it: each character it would act on or cannot show, as a repr writes it.
+
+    A file or folder name may hold anything but "/" and NUL: ESC (a colour, a cursor move, a
+    rewritten title), a newline that splits a path's line, a byte that is not UTF-8 (Python's
+    surrogate escape, which no terminal can print). Those come out as \\x1b, \\n, \\udc80; text
+    that is printable already is unchanged. Applied where names meet the terminal.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 # What a command exits with after Ctrl-C; reports_errors makes it 128 + the number of the

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from softmax_cli.cli.options import JsonOption, RunsDirOption
-from softmax_cli.cli.output import print_json, results_console, say
+from softmax_cli.cli.output import print_json, printable, results_console, say
 from softmax_cli.errors import SoftmaxError
 
 # How each command that reads a checkpoint says what it does with the one it found.
@@ -37,14 +37,14 @@ def runs(
         print_json({"runs_dir": str(runs_dir), "runs": [record.as_dict() for record in records]})
     if not records:
         where = "no folder " if not runs_dir.is_dir() else ""
-        say(f"No runs: {where}{escape(str(runs_dir))} (train one with `softmax train`, or pass --runs-dir)")
+        say(f"No runs: {where}{escape(printable(str(runs_dir)))} (train one with `softmax train`, or pass --runs-dir)")
         return
     render_runs(results_console(as_json), records)
 
 
 def describe_run(record) -> str:
     """A run in a few words, for notes and hints: impl, epochs, how it ended, final test accuracy."""
-    parts = [record.impl]
+    parts = [printable(record.impl)]  # a folder's name where the run has no summary
     if record.epochs_done is not None:
         parts.append(f"{record.epochs_done}/{record.epochs_planned} epochs")
     if record.status != "unknown":
@@ -95,7 +95,7 @@ def _folder_checkpoint(folder: Path, runs_dir: Path, command: str, verb: str) ->
         raise SoftmaxError(f"{folder} holds {len(files)} checkpoints; name one: {choices}")
     newest = run_files.newest_checkpoints(folder, 1)
     if newest:
-        say(escape(f"{folder} holds runs: {verb} the newest, {_quoted(newest[0].checkpoint)}"))
+        say(escape(f"{printable(str(folder))} holds runs: {verb} the newest, {_quoted(newest[0].checkpoint)}"))
         return newest[0].checkpoint
     raise SoftmaxError(
         f"{folder} is a directory with no checkpoint and no run in it; {_newest_hint(runs_dir, command)}"
@@ -117,4 +117,5 @@ def _newest_hint(runs_dir: Path, command: str, shown: int = 3) -> str:
 
 
 def _quoted(path: Path) -> str:
-    return shlex.quote(str(path))
+    """A path as a shell takes it, its control characters written out (output.printable)."""
+    return shlex.quote(printable(str(path)))

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from softmax_cli.cli.output import printable
 from softmax_cli.cli.render import Column, RowPrinter, describe_settings, first_fitting, fit_table
 
 # --------------------------------------------------------------------------- eval
@@ -288,7 +289,13 @@ RUN_COLUMNS = [
     Column("val acc", "val", shorten=6),
     Column("status", justify="left"),
 ]
-STATUS_STYLES = {"finished": "green", "interrupted": "yellow", "diverged": "red", "running": "cyan"}
+STATUS_STYLES = {
+    "finished": "green",
+    "interrupted": "yellow",
+    "diverged": "red",
+    "running": "cyan",
+    "damaged": "bold red",
+}
 
 
 def _started(record) -> str:
@@ -310,7 +317,7 @@ def _run_cells(record) -> list[str | Text]:
     epochs = "?" if done is None else f"{done}/{planned}" if planned else str(done)
     return [
         _started(record),
-        record.impl,
+        printable(record.impl),  # a folder's name where the run has no summary
         hparams.get("preset", "?"),
         number(hparams.get("lr"), "g"),
         number(hparams.get("batch_size"), "d"),
@@ -333,4 +340,4 @@ def render_runs(console: Console, records: list) -> None:
     printer = RowPrinter(console, columns, [[str(c) for c in row] for row in cells])
     for record, row in zip(records, cells, strict=True):
         printer.row(row)
-        console.print(Text("  " + str(record.path), style="cyan"), soft_wrap=True)
+        console.print(Text("  " + printable(str(record.path)), style="cyan"), soft_wrap=True)

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from softmax_cli import files
 from softmax_cli.atomic import atomic_write
-from softmax_cli.config import LOADERS, Hparams
+from softmax_cli.config import IMPLS, INT64_MAX, LOADERS, Hparams, Range, hparam_problem
 from softmax_cli.errors import SoftmaxError
 
 SUMMARY_NAME = "summary.json"
@@ -67,14 +69,154 @@ def write_summary(run_dir: Path, summary: dict) -> None:
 
 
 def read_summary(run_dir: Path) -> dict | None:
-    """The run's summary, or None when it has none or it is not one of ours (never raises)."""
+    """The run's checked summary (check_summary), or None when it has none or it is damaged (never raises)."""
     try:
-        summary = json.loads((run_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return load_summary(run_dir)
+    except DamagedSummary:
         return None
-    if not isinstance(summary, dict) or summary.get("format") != SUMMARY_FORMAT:
+
+
+class DamagedSummary(ValueError):
+    """A run's summary.json is there but cannot be trusted; str() says why in a few words."""
+
+
+def load_summary(run_dir: Path) -> dict | None:
+    """The run's summary as check_summary returns it; None when the folder has no summary.json.
+
+    A run folder is untrusted input, like a checkpoint: the file is read as checkpoints are
+    (softmax_cli.files.read_bounded: a regular file only, at most MAX_SUMMARY_BYTES, an open that
+    never blocks), so a FIFO, /dev/zero or a huge file is a DamagedSummary at once, as is
+    anything that is not a summary this version can rely on.
+    """
+    path = run_dir / SUMMARY_NAME
+    if not os.path.lexists(path):
         return None
+    try:
+        data = files.read_bounded(path, MAX_SUMMARY_BYTES)
+    except files.NotARegularFile as exc:
+        raise DamagedSummary(f"{SUMMARY_NAME} is a {exc.kind}, not a regular file") from None
+    except files.TooLarge as exc:
+        raise DamagedSummary(f"{SUMMARY_NAME} is {exc.size:,} bytes, more than any run summary") from None
+    except OSError as exc:
+        raise DamagedSummary(f"{SUMMARY_NAME} cannot be read ({exc.strerror or exc})") from None
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; so is an integer of 5,000 digits
+        raise DamagedSummary(f"{SUMMARY_NAME} is not JSON") from None
+    return check_summary(raw)
+
+
+# A summary is at most a few hundred bytes per epoch (indented JSON): 16 MiB holds tens of
+# thousands of epochs, and refuses /dev/zero or a huge file before reading it.
+MAX_SUMMARY_BYTES = 16 * 2**20
+_REQUIRED = ("version", "started", "impl", "status", "hparams", "history", "epochs_done")
+_COUNT = Range(0, INT64_MAX)
+# The figures of an epoch (training.EpochMetrics.as_dict) that `softmax runs` and `softmax plot` show.
+_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "val_acc", "seconds", "examples_per_s", "lr")
+
+
+def check_summary(raw: object) -> dict:
+    """The one check of a parsed summary.json: a fresh dict of its fields, each of the right type and range.
+
+    Raises DamagedSummary saying what is wrong ("summary.json: hparams lr is not a number: 'x'").
+    Keys this version does not know are left out; so are hparams it does not know.
+    """
+    if not isinstance(raw, dict) or raw.get("format") != SUMMARY_FORMAT:
+        raise DamagedSummary(f"{SUMMARY_NAME} is not a softmax-cli run summary")
+    missing = [key for key in _REQUIRED if key not in raw]
+    if missing:
+        raise DamagedSummary(f"{SUMMARY_NAME} lacks {', '.join(missing)}")
+
+    def damaged(what: str) -> DamagedSummary:
+        return DamagedSummary(f"{SUMMARY_NAME}: {what}")
+
+    version = raw["version"]
+    if not _is_count(version) or version < 1:
+        raise damaged("version is not a positive integer")
+    if version > SUMMARY_VERSION:
+        raise damaged(f"version {version} is newer than this softmax-cli reads ({SUMMARY_VERSION})")
+    summary = {"format": SUMMARY_FORMAT, "version": version}
+    for key in ("started", "updated"):
+        value = raw.get(key)
+        if not (value is None and key == "updated" or _is_text(value) and _moment(value) is not None):
+            raise damaged(f"{key} is not a date and time")
+        summary[key] = value
+    for key, allowed in (("impl", IMPLS), ("status", STATUSES)):
+        if raw[key] not in allowed or not isinstance(raw[key], str):
+            raise damaged(f"{key} is not one of {', '.join(allowed)}")
+        summary[key] = raw[key]
+    for key in ("device", "checkpoint", "resumed_from"):
+        value = raw.get(key)
+        if not (value is None or _is_text(value) and "\0" not in value):
+            raise damaged(f"{key} is not text")
+        summary[key] = value
+    for key in ("epochs_done", "epochs_planned", "start_epoch", "train_examples"):
+        value = raw.get(key)
+        if not (value is None and key != "epochs_done" or _is_count(value)):
+            raise damaged(f"{key} is not a whole number >= 0")
+        summary[key] = value
+    hparams = raw["hparams"]
+    if not isinstance(hparams, dict):
+        raise damaged("hparams is not an object")
+    problem = hparam_problem(hparams)
+    if problem:
+        raise damaged(f"hparams {problem}")
+    summary["hparams"] = {key: hparams[key] for key in Hparams.__dataclass_fields__ if key in hparams}
+    history = raw["history"]
+    if not isinstance(history, list):
+        raise damaged("history is not a list")
+    for number, entry in enumerate(history, 1):
+        if not (isinstance(entry, dict) and all(_is_text(key) and _is_plain(value) for key, value in entry.items())):
+            raise damaged(f"history entry {number} is not an object of numbers")
+        if not _is_count(entry.get("epoch")):
+            raise damaged(f"history entry {number} has no epoch number")
+        for key in _METRICS:
+            if not (entry.get(key) is None or _is_number(entry[key])):
+                raise damaged(f"history entry {number}: {key} is not a number")
+    summary["history"] = [dict(entry) for entry in history]
     return summary
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value in _COUNT
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_text(value: object) -> bool:
+    """A str that can be printed and written: a lone surrogate (JSON's "\\ud800") cannot be encoded."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_plain(value: object) -> bool:
+    """What a history entry holds: a finite number, None, true/false, or printable text."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (bool, int)) or _is_text(value)
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False too where the path cannot even be looked up (a name too long, say)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _moment(stamp: str) -> float | None:
+    """An ISO date and time as seconds since the epoch; None if it is not one."""
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 class RunSummaryWriter:
@@ -148,6 +290,8 @@ class RunRecord:
     """One run folder as `softmax runs` shows it; fields are None where the folder does not tell.
 
     impl is "compare" for a `softmax compare` folder, which holds scratch.pt and concise.pt.
+    A run whose summary.json is damaged is told from its folder's name and its own checkpoint.pt,
+    with status "damaged" and the reason in `damaged`.
     checkpoint is the file `softmax eval RUN_FOLDER` evaluates (None for a compare folder,
     whose two files must be named); checkpoints lists every .pt file in the folder.
     """
@@ -165,6 +309,7 @@ class RunRecord:
     resumed_from: str | None = None
     start_epoch: int | None = None
     checkpoints: list[Path] = field(default_factory=list)
+    damaged: str | None = None  # why its summary.json cannot be trusted (status "damaged")
 
     def as_dict(self) -> dict:
         return json_safe(
@@ -182,6 +327,7 @@ class RunRecord:
                 "resumed_from": self.resumed_from,
                 "start_epoch": self.start_epoch,
                 "has_summary": self.has_summary,
+                "damaged": self.damaged,
             }
         )
 
@@ -203,11 +349,7 @@ def list_runs(runs_dir: Path) -> list[RunRecord]:
 
 def _newest_first_key(record: RunRecord) -> tuple[float, str]:
     """When the run started (as a moment: ISO strings in different UTC offsets do not sort), then its path."""
-    try:
-        moment = datetime.fromisoformat(record.started).timestamp() if record.started else 0.0
-    except ValueError:
-        moment = 0.0
-    return moment, str(record.path)
+    return (_moment(record.started) if record.started else None) or 0.0, str(record.path)
 
 
 def newest_checkpoints(runs_dir: Path, limit: int | None = None) -> list[RunRecord]:
@@ -236,42 +378,48 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _record(folder: Path, impl: str) -> RunRecord:
-    summary = read_summary(folder)
     checkpoints = checkpoint_files(folder)
     own = folder / CHECKPOINT_NAME
+    try:
+        summary = load_summary(folder)
+        damaged = None
+    except DamagedSummary as exc:
+        summary, damaged = None, str(exc)
     if summary is None:
-        # An older run, a compare folder, or a run killed outright: the folder's name still
-        # says when it started and with which recipe (Hparams.run_tag).
+        # An older run, a compare folder, a run killed outright, or a damaged summary: the folder's
+        # name still says when it started and with which recipe (Hparams.run_tag).
         parsed = parse_run_name(folder.name)
         return RunRecord(
             path=folder,
             impl=impl,
             started=parsed["started"] if parsed else None,
-            status="unknown",
+            status="unknown" if damaged is None else "damaged",
             hparams=parsed["hparams"] if parsed else {},
             checkpoint=own if own in checkpoints else None,
             start_epoch=parsed["start_epoch"] if parsed else None,
             checkpoints=checkpoints,
+            damaged=damaged,
         )
-    history = summary.get("history") or []
-    named = Path(summary["checkpoint"]) if isinstance(summary.get("checkpoint"), str) else None
-    if own.is_file():
+    history = summary["history"]
+    named = Path(summary["checkpoint"]) if summary["checkpoint"] is not None else None
+    if own in checkpoints:
         checkpoint = own
     else:
-        checkpoint = named if named is not None and named.is_file() else None
+        checkpoint = named if named is not None and _is_file(named) else None
+    start_epoch = summary["start_epoch"]
     return RunRecord(
         path=folder,
-        impl=summary.get("impl", impl),
-        started=summary.get("started"),
-        status=summary.get("status", "unknown"),
-        hparams=summary.get("hparams") or {},
-        epochs_done=summary.get("epochs_done"),
-        epochs_planned=summary.get("epochs_planned"),
-        final=history[-1] if history and isinstance(history[-1], dict) else None,
+        impl=summary["impl"],
+        started=summary["started"],
+        status=summary["status"],
+        hparams=summary["hparams"],
+        epochs_done=summary["epochs_done"],
+        epochs_planned=summary["epochs_planned"],
+        final=history[-1] if history else None,
         checkpoint=checkpoint,
         has_summary=True,
-        resumed_from=summary.get("resumed_from"),
-        start_epoch=summary.get("start_epoch", 0 if not summary.get("resumed_from") else None),
+        resumed_from=summary["resumed_from"],
+        start_epoch=start_epoch if start_epoch is not None or summary["resumed_from"] else 0,
         checkpoints=checkpoints if checkpoint is None or checkpoint in checkpoints else [*checkpoints, checkpoint],
     )
 

@@ -21,12 +21,11 @@ silently different training later on. softmax_cli.runs.checkpoint reads and writ
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, fields
 from pathlib import Path
 
 import torch
 
-from softmax_cli.config import IMPLS, LOADERS, PRESETS, RANGES, SCHEDULES, Hparams, Range
+from softmax_cli.config import IMPLS, RANGES, Hparams, Range, hparam_problem
 from softmax_cli.errors import CheckpointError
 
 FORMAT_NAME = "softmax-cli/checkpoint"
@@ -127,39 +126,21 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-# Values a stored hparam must take; fields not listed are checked by the type of their default.
-_CHOICES = {"impl": IMPLS, "loader": LOADERS, "schedule": SCHEDULES, "preset": tuple(PRESETS)}
 # An epoch count torch can hold (TensorBoard steps are int64): the top of the --epochs range.
 _EPOCH_RANGE = Range(0, RANGES["epochs"].high)
 
 
 def _check_hparams(hparams: object, impl: str, path: Path) -> None:
-    """The stored settings must rebuild a valid Hparams: right types, known choices, config.RANGES.
+    """The stored settings must rebuild a valid Hparams: config.hparam_problem finds nothing wrong.
 
     Keys this version does not know are ignored (Hparams.from_dict drops them), and a
     missing key takes Hparams' default, as for a checkpoint from an older softmax-cli.
     """
     if not isinstance(hparams, dict):
         raise CheckpointError(f"{path}: hparams must be a dict")
-    for spec in fields(Hparams):
-        if spec.name not in hparams or spec.default is MISSING or spec.default is None:
-            continue
-        value = hparams[spec.name]
-        expected = type(spec.default)
-        if expected is bool:
-            ok = isinstance(value, bool)
-        elif expected is int:
-            ok = _is_int(value)
-        elif expected is float:
-            ok = _is_number(value)
-        else:
-            ok = isinstance(value, expected)
-        if ok and spec.name in _CHOICES:
-            ok = value in _CHOICES[spec.name]
-        if ok and spec.name in RANGES:
-            ok = value in RANGES[spec.name]
-        if not ok:
-            raise CheckpointError(f"{path}: hparams {spec.name} has an invalid value {_short(value)}")
+    problem = hparam_problem(hparams)
+    if problem:
+        raise CheckpointError(f"{path}: hparams {problem}")
     if "impl" in hparams and hparams["impl"] != impl:
         raise CheckpointError(f"{path}: hparams impl {hparams['impl']!r} contradicts the checkpoint's impl {impl!r}")
 

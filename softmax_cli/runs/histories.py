@@ -1,9 +1,10 @@
 """Training histories for `softmax plot`: read from run folders or checkpoints, and labelled by
 the settings that differ between them.
 
-A run folder's summary.json (see runs.py) holds the history and the hyperparameters and is
+A run folder's summary.json (see folders.py) holds the history and the hyperparameters and is
 read without torch; a checkpoint (or a run folder that has only its checkpoint, from before
-summaries existed) is read through checkpoint.load_checkpoint, which imports torch.
+summaries existed or beside a damaged summary) is read through checkpoint.load_checkpoint,
+which imports torch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from softmax_cli.config import PRESETS, Hparams
 from softmax_cli.errors import SoftmaxError
-from softmax_cli.runs.folders import CHECKPOINT_NAME, SUMMARY_NAME, read_summary
+from softmax_cli.runs.folders import CHECKPOINT_NAME, SUMMARY_NAME, DamagedSummary, load_summary
 
 # The per-epoch numbers a curve can show, as `softmax train` records them.
 CURVE_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc", "val_acc")
@@ -49,10 +50,17 @@ def read_history(path: Path) -> RunHistory:
     """
     source = path
     if path.is_dir():
-        summary = read_summary(path)
+        try:
+            summary = load_summary(path)
+        except DamagedSummary as exc:
+            summary, damaged = None, str(exc)
+        else:
+            damaged = None
         if summary is not None:
-            return _checked(RunHistory(path, dict(summary.get("hparams") or {}), _entries(summary.get("history"))))
+            return _checked(RunHistory(path, dict(summary["hparams"]), _entries(summary["history"])))
         source = path / CHECKPOINT_NAME
+        if damaged is not None and not source.is_file():
+            raise SoftmaxError(f"{path}: {damaged}, and the folder has no {CHECKPOINT_NAME} to read instead")
         if not source.is_file():
             raise SoftmaxError(
                 f"{path} is not a run folder: it has neither {SUMMARY_NAME} nor {CHECKPOINT_NAME} "
