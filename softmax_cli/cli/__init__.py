@@ -23,6 +23,7 @@ import typer
 
 from softmax_cli import __version__
 from softmax_cli.cli import bench, compare, download, evaluate, plot, runs, sweep, train
+from softmax_cli.cli.helptext import HelpCommand, epilog
 from softmax_cli.cli.output import reports_errors
 
 # With torch loaded, the interpreter's last garbage collections walk every object torch made:
@@ -30,9 +31,17 @@ from softmax_cli.cli.output import reports_errors
 # is closed by then; what is lost is only the finalizers of cyclic garbage left at exit.
 atexit.register(gc.freeze)
 
+# What `softmax --help` ends with: the first steps, in order.
+APP_EXAMPLES = [
+    "softmax download",
+    "softmax train --preset tuned",
+    "softmax eval --confusion-png confusion.png",
+]
+
 app = typer.Typer(
     name="softmax",
     help="Softmax regression on Fashion-MNIST, from scratch and concisely (Dive into Deep Learning, ch. 3).",
+    epilog=epilog(APP_EXAMPLES, "docs/README.md"),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -68,5 +77,70 @@ COMMANDS = {
     "bench": bench.bench,
     "sweep": sweep.sweep,
 }
+# Each command's line in `softmax --help`.
+SUMMARIES = {
+    "download": "Fetch the four Fashion-MNIST files and verify them.",
+    "train": "Train a model: a row per epoch, a checkpoint, TensorBoard logs.",
+    "eval": "Test a checkpoint: accuracy, per-class table, confusion matrix.",
+    "predict": "Show test images with their true and predicted classes.",
+    "runs": "List the runs, newest first, with how each ended.",
+    "plot": "Draw the training curves of one or more runs.",
+    "compare": "Train scratch and concise side by side; check they agree.",
+    "bench": "Time the book's data pipeline, the memory loader and both models.",
+    "sweep": "Train a grid of settings; keep the best on validation.",
+}
+# The examples each command's --help ends with: ready to paste, one a line, each starting with
+# `softmax <command>` (tests/test_help.py runs each with --help appended, so every flag exists).
+EXAMPLES = {
+    "download": [
+        "softmax download",
+        "softmax download --from ~/Downloads/fashion-mnist",
+        "softmax download --data-dir ~/datasets/fashion-mnist --force",
+    ],
+    "train": [
+        "softmax train",
+        "softmax train --preset tuned --epochs 20 --val-split 0.1",
+        "softmax train --impl concise --device cpu --json",
+    ],
+    "eval": [
+        "softmax eval",
+        "softmax eval runs/concise --confusion-png confusion.png",
+        "softmax eval --weights-png weights.png --json",
+    ],
+    "predict": [
+        "softmax predict",
+        "softmax predict --only-wrong -n 36 --out wrong.png",
+        "softmax predict runs/concise --json",
+    ],
+    "runs": [
+        "softmax runs",
+        "softmax runs -n 5",
+        "softmax runs --runs-dir experiments --json",
+    ],
+    "plot": [
+        "softmax plot runs/scratch/*",
+        "softmax plot runs/scratch/* runs/concise/* --out both.png",
+    ],
+    "compare": [
+        "softmax compare",
+        "softmax compare --epochs 3 --tolerance 1e-5",
+        "softmax compare --preset tuned --device cpu",
+    ],
+    "bench": [
+        "softmax bench --quick",
+        "softmax bench --startup-only",
+        "softmax bench --sweep --device cpu",
+    ],
+    "sweep": [
+        "softmax sweep --lr 0.03,0.1,0.3",
+        "softmax sweep --preset tuned --lr 0.02,0.05 --weight-decay 0,1e-4,1e-3",
+        "softmax sweep --lr 0.1 --seed 1,2,3 --epochs 5 --top 3",
+    ],
+}
 for name, command in COMMANDS.items():
-    app.command(name)(reports_errors(command))
+    app.command(
+        name,
+        cls=HelpCommand,
+        short_help=SUMMARIES[name],
+        epilog=epilog(EXAMPLES[name], f"docs/commands.md#{name}"),
+    )(reports_errors(command))

@@ -6,9 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from softmax_cli.cli.options import DataDirOption, DeviceOption, JsonOption, ensure_data, resolve_device_or_usage_error
+from softmax_cli.cli.options import (
+    DataDirOption,
+    DeviceOption,
+    JsonOption,
+    ensure_data,
+    resolve_device_or_usage_error,
+    within,
+)
 from softmax_cli.cli.output import console, fail, print_json, results_console, say
-from softmax_cli.config import default_workers
+from softmax_cli.config import Range, default_workers
 from softmax_cli.data.paths import resolve_data_dir
 
 
@@ -19,22 +26,29 @@ def bench(
     epochs: Annotated[
         Optional[int],
         typer.Option(
-            min=1,
+            callback=within(Range(1)),
+            metavar="N",
             help="Timed epochs per row, after one warm-up epoch. [default: 3; 1 with --quick]",
             show_default=False,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Minibatch size.")] = 256,
+    batch_size: Annotated[int, typer.Option(callback=within(Range(1)), metavar="N", help="Minibatch size.")] = 256,
     workers: Annotated[
         Optional[int],
         typer.Option(
-            min=0, help="DataLoader workers of the book's N-worker rows. [default: min(4, CPUs)]", show_default=False
+            callback=within(Range(0)),
+            metavar="N",
+            help="DataLoader workers of the book's N-worker rows. [default: min(4, CPUs)]",
+            show_default=False,
         ),
     ] = None,
     threads: Annotated[
         Optional[int],
         typer.Option(
-            min=1, help="torch.set_num_threads for every row. [default: torch's, one per core]", show_default=False
+            callback=within(Range(1)),
+            metavar="N",
+            help="torch.set_num_threads for every row. [default: torch's, one per core]",
+            show_default=False,
         ),
     ] = None,
     quick: Annotated[

@@ -27,8 +27,10 @@ from softmax_cli.cli.options import (
     ensure_data,
     given_options,
     resolve_device_or_usage_error,
+    within,
 )
 from softmax_cli.cli.output import console, fail, print_json, results_console
+from softmax_cli.config import Range
 from softmax_cli.data.paths import resolve_data_dir
 
 DEFAULT_TOLERANCE = 1e-4
@@ -37,7 +39,12 @@ DEFAULT_TOLERANCE = 1e-4
 def compare(
     epochs: Annotated[
         Optional[int],
-        typer.Option(min=1, help="Epochs each implementation trains. [default: 10]", show_default=False),
+        typer.Option(
+            callback=within(Range(1)),
+            metavar="N",
+            help="Epochs each implementation trains. [default: 10]",
+            show_default=False,
+        ),
     ] = None,
     lr: LrOption = None,
     batch_size: BatchSizeOption = None,
@@ -54,7 +61,10 @@ def compare(
     schedule: ScheduleOption = None,
     standardize: StandardizeOption = None,
     tolerance: Annotated[
-        float, typer.Option(min=0, help="Largest absolute weight difference that counts as agreement.")
+        float,
+        typer.Option(
+            callback=within(Range(0)), metavar="X", help="Largest absolute weight difference that counts as agreement."
+        ),
     ] = DEFAULT_TOLERANCE,
     as_json: JsonOption = False,
 ) -> None:

@@ -16,10 +16,12 @@ from softmax_cli.cli.options import (
     check_image_path,
     ensure_data,
     resolve_device_or_usage_error,
+    within,
     write_image,
 )
 from softmax_cli.cli.output import fail, print_json, results_console
 from softmax_cli.cli.runs import find_checkpoint
+from softmax_cli.config import Range
 from softmax_cli.data.paths import resolve_data_dir
 
 
@@ -40,12 +42,18 @@ def evaluate(
     device: DeviceOption = "auto",
     batch_size: Annotated[
         Optional[int],
-        typer.Option(min=1, help="Evaluation batch size. [default: the checkpoint's]", show_default=False),
+        typer.Option(
+            callback=within(Range(1)),
+            metavar="N",
+            help="Evaluation batch size. [default: the checkpoint's]",
+            show_default=False,
+        ),
     ] = None,
     weights_png: Annotated[
         Optional[Path],
         typer.Option(
             callback=check_image_path,
+            metavar="FILE",
             help="Also write the 10 learned weight templates (columns of W as 28x28 images, titled by class; "
             "in pixel space for a standardized run) as a .png or .jpg picture.",
             show_default=False,
@@ -55,6 +63,7 @@ def evaluate(
         Optional[Path],
         typer.Option(
             callback=check_image_path,
+            metavar="FILE",
             help="Also write the labelled confusion matrix (counts, full class names, true class by row) "
             "as a .png or .jpg picture.",
             show_default=False,
@@ -103,12 +112,18 @@ def evaluate(
 
 def predict(
     checkpoint: CheckpointArgument = None,
-    n: Annotated[int, typer.Option("-n", "--n", min=1, max=10000, help="How many test images to show.")] = 18,
+    n: Annotated[
+        int,
+        typer.Option(
+            "-n", "--n", callback=within(Range(1, 10000)), metavar="N", help="How many test images to show, 1 to 10000."
+        ),
+    ] = 18,
     only_wrong: Annotated[bool, typer.Option("--only-wrong", help="Show only misclassified images.")] = False,
     out: Annotated[
         Path,
         typer.Option(
             callback=check_image_path,
+            metavar="FILE",
             help="Picture (.png or .jpg) of the images titled true / predicted (probability).",
         ),
     ] = Path("predictions.png"),

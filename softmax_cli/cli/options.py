@@ -20,21 +20,36 @@ import typer
 from rich.markup import escape
 
 from softmax_cli.cli.output import console, fail, say
-from softmax_cli.config import IMPLS, LOADERS, PRESETS, RANGES, SCHEDULES, Hparams
+from softmax_cli.config import FLOAT32_MAX, IMPLS, INT64_MAX, LOADERS, PRESETS, RANGES, SCHEDULES, Hparams, Range
 from softmax_cli.data.paths import DATA_DIR_ENV, expand_user
 from softmax_cli.errors import DataError
 
 
-def checked(name: str):
-    """A Typer callback that refuses a value outside config.RANGES[name] as a usage error."""
-    allowed = RANGES[name]
+def within(allowed: Range):
+    """A Typer callback that refuses a value outside `allowed` as a usage error.
+
+    Ranges are checked here rather than by Typer's min=/max=, which would print them in the
+    help as "[1<=x<=9223372036854775807]"; the help says a range in words where it matters.
+    """
 
     def check(value):
         if value is not None and value not in allowed:
-            raise typer.BadParameter(f"must be {allowed}, not {value}")
+            raise typer.BadParameter(f"must be {_in_words(allowed, value)}, not {value}")
         return value
 
     return check
+
+
+def checked(name: str):
+    """A Typer callback that refuses a value outside config.RANGES[name] as a usage error."""
+    return within(RANGES[name])
+
+
+def _in_words(allowed: Range, value) -> str:
+    """The range a refused value missed, without a storage limit nobody would reach (2**63 - 1)."""
+    if allowed.high in (INT64_MAX, FLOAT32_MAX) and not value > allowed.high:
+        return f"{'>' if allowed.low_open else '>='} {allowed.low}"
+    return str(allowed)
 
 
 def default_note(name: str, extra: str = "") -> str:
@@ -189,8 +204,10 @@ DataDirOption = Annotated[
     Optional[Path],
     typer.Option(
         "--data-dir",
+        metavar="DIR",
         callback=expanded_path("--data-dir"),
-        help=f"Dataset folder. Default: ${DATA_DIR_ENV}, else $XDG_DATA_HOME/softmax-cli (~/.local/share/softmax-cli).",
+        help=f"Dataset folder. [default: ${DATA_DIR_ENV}, else $XDG_DATA_HOME/softmax-cli, "
+        "else ~/.local/share/softmax-cli]",
         show_default=False,
     ),
 ]
@@ -198,6 +215,7 @@ DeviceOption = Annotated[
     str,
     typer.Option(
         "--device",
+        metavar="DEVICE",
         callback=_check_device,
         help="auto (cuda if available, then mps, then cpu), cpu, cuda, cuda:N or mps.",
     ),
@@ -246,8 +264,8 @@ ImplOption = Annotated[
 EpochsOption = Annotated[
     Optional[int],
     typer.Option(
-        min=RANGES["epochs"].low,
-        max=RANGES["epochs"].high,
+        callback=checked("epochs"),
+        metavar="N",
         show_default=False,
         help="Epochs in total (a resumed run counts the checkpoint's)." + default_note("epochs"),
     ),
@@ -255,14 +273,17 @@ EpochsOption = Annotated[
 LrOption = Annotated[
     Optional[float],
     typer.Option(
-        callback=checked("lr"), help="Learning rate." + default_note("lr", "; tuned preset 0.05"), show_default=False
+        callback=checked("lr"),
+        metavar="X",
+        help="Learning rate." + default_note("lr", "; tuned preset 0.05"),
+        show_default=False,
     ),
 ]
 BatchSizeOption = Annotated[
     Optional[int],
     typer.Option(
-        min=RANGES["batch_size"].low,
-        max=RANGES["batch_size"].high,
+        callback=checked("batch_size"),
+        metavar="N",
         help="Minibatch size." + default_note("batch_size"),
         show_default=False,
     ),
@@ -270,10 +291,10 @@ BatchSizeOption = Annotated[
 WorkersOption = Annotated[
     Optional[int],
     typer.Option(
-        min=RANGES["workers"].low,
-        max=RANGES["workers"].high,
+        callback=checked("workers"),
+        metavar="N",
         show_default=False,
-        help="DataLoader worker processes (--loader dataloader only). [default: min(4, CPUs)]",
+        help="DataLoader worker processes, 0 to 64 (--loader dataloader only). [default: min(4, CPUs)]",
     ),
 ]
 LoaderOption = Annotated[
@@ -289,8 +310,8 @@ LoaderOption = Annotated[
 SeedOption = Annotated[
     Optional[int],
     typer.Option(
-        min=RANGES["seed"].low,
-        max=RANGES["seed"].high,
+        callback=checked("seed"),
+        metavar="N",
         show_default=False,
         help="Seed, set before the weights are drawn." + default_note("seed"),
     ),
@@ -319,12 +340,20 @@ PresetOption = Annotated[
 ]
 MomentumOption = Annotated[
     Optional[float],
-    typer.Option(callback=checked("momentum"), help="SGD momentum." + default_note("momentum"), show_default=False),
+    typer.Option(
+        callback=checked("momentum"),
+        metavar="X",
+        help="SGD momentum, in [0, 1)." + default_note("momentum"),
+        show_default=False,
+    ),
 ]
 WeightDecayOption = Annotated[
     Optional[float],
     typer.Option(
-        callback=checked("weight_decay"), help="L2 weight decay." + default_note("weight_decay"), show_default=False
+        callback=checked("weight_decay"),
+        metavar="X",
+        help="L2 weight decay." + default_note("weight_decay"),
+        show_default=False,
     ),
 ]
 ScheduleOption = Annotated[
@@ -348,7 +377,9 @@ ValSplitOption = Annotated[
     Optional[float],
     typer.Option(
         callback=checked("val_split"),
+        metavar="X",
         show_default=False,
-        help="Hold out this fraction of the train split and report validation accuracy." + default_note("val_split"),
+        help="Hold out this fraction of the train split, in [0, 1), and report validation accuracy."
+        + default_note("val_split"),
     ),
 ]

@@ -16,13 +16,13 @@ def plot(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            metavar="RUN_OR_CHECKPOINT...",
+            metavar="RUN",
             exists=True,
             show_default=False,
             help="Run folders (runs/<impl>/<run>) or checkpoints; several are overlaid, labelled by what differs.",
         ),
     ],
-    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("curves.png"),
+    out: Annotated[Path, typer.Option(metavar="FILE", help="PNG to write.")] = Path("curves.png"),
     as_json: JsonOption = False,
 ) -> None:
     """Draw train loss, test loss, train/test (and val) accuracy per epoch, like the book's Animator."""

@@ -13,8 +13,9 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from softmax_cli.cli.options import JsonOption, RunsDirOption
+from softmax_cli.cli.options import JsonOption, RunsDirOption, within
 from softmax_cli.cli.output import print_json, printable, results_console, say
+from softmax_cli.config import Range
 from softmax_cli.errors import SoftmaxError
 
 # How each command that reads a checkpoint says what it does with the one it found.
@@ -24,7 +25,15 @@ VERBS = {"eval": "evaluating", "predict": "predicting with"}
 def runs(
     runs_dir: RunsDirOption = Path("runs"),
     limit: Annotated[
-        Optional[int], typer.Option("--limit", "-n", min=1, help="Show only the newest N runs.", show_default=False)
+        Optional[int],
+        typer.Option(
+            "--limit",
+            "-n",
+            callback=within(Range(1)),
+            metavar="N",
+            help="Show only the newest N runs.",
+            show_default=False,
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -18,10 +18,11 @@ from softmax_cli.cli.options import (
     ensure_data,
     given_options,
     resolve_device_or_usage_error,
+    within,
     write_image,
 )
 from softmax_cli.cli.output import console, fail, print_json, results_console, say
-from softmax_cli.config import RANGES
+from softmax_cli.config import RANGES, Range
 from softmax_cli.data.paths import resolve_data_dir
 from softmax_cli.sweep.grid import DEFAULT_VAL_SPLIT, GridError, parse_list
 
@@ -65,13 +66,17 @@ def sweep(
     epochs: Annotated[
         Optional[int],
         typer.Option(
-            min=RANGES["epochs"].low, show_default=False, help="Epochs of every configuration." + default_note("epochs")
+            callback=within(Range(RANGES["epochs"].low)),
+            metavar="N",
+            show_default=False,
+            help="Epochs of every configuration." + default_note("epochs"),
         ),
     ] = None,  # fmt: skip
     val_split: Annotated[
         float,
         typer.Option(
             callback=_positive_val_split,
+            metavar="X",
             help="Fraction of the train split held out (seeded) to choose the best configuration on.",
         ),
     ] = DEFAULT_VAL_SPLIT,
@@ -80,17 +85,25 @@ def sweep(
     device: DeviceOption = "auto",
     data_dir: DataDirOption = None,
     runs_dir: Annotated[
-        Path, typer.Option(help="The sweep goes to RUNS_DIR/sweep/<timestamp>-<tag>/, one TensorBoard run per config.")
+        Path,
+        typer.Option(
+            metavar="DIR",
+            help="The sweep goes to RUNS_DIR/sweep/<timestamp>-<tag>/, one TensorBoard run per config.",
+        ),
     ] = Path("runs"),
     plot: Annotated[
         Optional[Path],
         typer.Option(
+            metavar="FILE",
             help="Where to write the PNG of val acc vs lr. [default: <sweep folder>/val_acc_vs_lr.png]",
             show_default=False,
         ),
     ] = None,  # fmt: skip
     top: Annotated[
-        Optional[int], typer.Option(min=1, show_default=False, help="Show only the best N rows. [default: all]")
+        Optional[int],
+        typer.Option(
+            callback=within(Range(1)), metavar="N", show_default=False, help="Show only the best N rows. [default: all]"
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:

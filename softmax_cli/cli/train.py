@@ -54,7 +54,7 @@ def train(
         Optional[Path],
         typer.Option(
             parser=path_value,
-            metavar="PATH",
+            metavar="FILE",
             help="Checkpoint path, rewritten after every epoch; an existing file there must be a softmax-cli "
             "checkpoint. [default: <run folder>/checkpoint.pt]",
             show_default=False,
@@ -77,7 +77,7 @@ def train(
         Optional[Path],
         typer.Option(
             parser=path_value,
-            metavar="PATH",
+            metavar="FILE",
             help="Continue from a checkpoint up to --epochs in total, with its settings and optimizer state.",
             show_default=False,
         ),
