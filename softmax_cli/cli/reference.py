@@ -47,13 +47,15 @@ def command_block(name: str) -> str:
     lines += ["\n".join(help_lines).strip(), "", "| argument or option | meaning |", "| --- | --- |"]
     for param in command.get_params(ctx):
         record = param.get_help_record(ctx)
-        if record is None and param.param_type_name == "argument":
-            record = (param.make_metavar(ctx), getattr(param, "help", "") or "")
         if record is not None:
             flags, meaning = record
+            if param.param_type_name == "argument":  # as plain --help names it, without Typer's type
+                flags = (param.metavar or param.name.upper()) + ("..." if param.nargs != 1 else "")
             lines.append(f"| `{_cell(flags)}` | {_cell(meaning)} |")
     if command.epilog:
-        lines += ["", "```text", *(line for line in command.epilog.splitlines() if line.strip() != "\b"), "```"]
+        # The epilog's examples; its "Docs:" line points here.
+        epilog = [line for line in command.epilog.splitlines() if line.strip() != "\b" and not line.startswith("Docs:")]
+        lines += ["", "```text", *"\n".join(epilog).strip().splitlines(), "```"]
     return "\n".join(lines) + "\n"
 
 
