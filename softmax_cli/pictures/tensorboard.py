@@ -142,20 +142,24 @@ def colour_legend(scale: float, standardized: bool) -> str:
 
 def confusion_markdown(confusion, class_names: Sequence[str]) -> str:
     """The confusion matrix as a Markdown table of counts (true class by row, predicted by column,
-    full class names) with each class's recall, and the accuracy."""
+    full class names) with each class's recall, and the accuracy.
+
+    The columns are numbered as the rows are: with ten names across, TensorBoard's text panel
+    broke them mid-word at a normal window width ("Trouse r").
+    """
     counts = [[int(v) for v in row] for row in confusion.tolist()]
     total = sum(map(sum, counts))
     correct = sum(counts[i][i] for i in range(len(counts)))
     lines = [
         f"Test images: {total:,}; accuracy {correct / max(total, 1):.4f}. Rows: the true class; "
-        "columns: the predicted class; recall: the share of the true class predicted right.",
+        "columns: the predicted class, numbered as the rows; recall: the share of the true class predicted right.",
         "",
-        "| true \\ predicted | " + " | ".join(class_names) + " | recall |",
+        "| true \\ predicted | " + " | ".join(str(i) for i in range(len(class_names))) + " | recall |",
         "|---|" + "---:|" * (len(class_names) + 1),
     ]
     for name, row, i in zip(class_names, counts, range(len(counts)), strict=True):
         recall = row[i] / sum(row) if sum(row) else 0.0
-        lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + f" | {recall:.3f} |")
+        lines.append(f"| **{i} {name}** | " + " | ".join(str(v) for v in row) + f" | {recall:.3f} |")
     return "\n".join(lines)
 
 
