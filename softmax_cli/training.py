@@ -7,6 +7,7 @@ It reports through TrainingCallbacks and never prints or knows the command line.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable
@@ -262,29 +263,22 @@ class TrainingCallbacks:
     def on_train_end(self, result: "TrainingResult", model: SoftmaxRegression) -> None: ...
 
 
-class CallbackList(TrainingCallbacks):
-    """Forwards every hook to each callback in order."""
+class CallbackList:
+    """Forwards every hook (any `on_*` call: training's, or the sweep's) to each callback in order.
 
-    def __init__(self, callbacks: Iterable[TrainingCallbacks]) -> None:
+    Every callback hears of each event even after Ctrl-C stopped one of them (the display,
+    say): the logs stay complete and close. The stop is re-raised after.
+    """
+
+    def __init__(self, callbacks: Iterable) -> None:
         self.callbacks = list(callbacks)
 
-    def on_train_start(self, plan):
-        for callback in self.callbacks:
-            callback.on_train_start(plan)
-
-    def on_batch_end(self):
-        for callback in self.callbacks:
-            callback.on_batch_end()
-
-    def on_epoch_end(self, metrics, model):
-        self._call_each("on_epoch_end", metrics, model)
-
-    def on_train_end(self, result, model):
-        self._call_each("on_train_end", result, model)
+    def __getattr__(self, hook: str):
+        if not hook.startswith("on_"):
+            raise AttributeError(hook)
+        return functools.partial(self._call_each, hook)
 
     def _call_each(self, hook: str, *args) -> None:
-        """Every callback hears of a saved epoch and of the end, even after Ctrl-C stopped one of
-        them (the display, say): the logs stay complete and close. The stop is re-raised after."""
         stop = None
         for callback in self.callbacks:
             try:
@@ -295,13 +289,14 @@ class CallbackList(TrainingCallbacks):
             raise stop
 
 
-class BestEffort(TrainingCallbacks):
+class BestEffort:
     """Runs a callback whose failure must not cost the run: the logs (TensorBoard events, the run summary).
 
     Its first exception (a full disk, a quota, a file system gone read-only, a writer thread
     that died) is reported once through on_failure, the callback's close() (if any) is
     tried, and the callback is dropped for the rest of the run, so training and its
     checkpoints go on. KeyboardInterrupt is no Exception and passes through: a stop stays a stop.
+    Like CallbackList, it forwards any `on_*` hook.
     """
 
     def __init__(self, callback, what: str, on_failure) -> None:
@@ -309,6 +304,11 @@ class BestEffort(TrainingCallbacks):
         self.what = what
         self.on_failure = on_failure
         self.failure: str | None = None
+
+    def __getattr__(self, hook: str):
+        if not hook.startswith("on_"):
+            raise AttributeError(hook)
+        return functools.partial(self._call, hook)
 
     def _call(self, hook: str, *args) -> None:
         if self.failure is not None:
@@ -322,18 +322,6 @@ class BestEffort(TrainingCallbacks):
                 with suppress(Exception):
                     close()
             self.on_failure(f"{self.what} stopped: {self.failure}; training goes on")
-
-    def on_train_start(self, plan):
-        self._call("on_train_start", plan)
-
-    def on_batch_end(self):
-        self._call("on_batch_end")
-
-    def on_epoch_end(self, metrics, model):
-        self._call("on_epoch_end", metrics, model)
-
-    def on_train_end(self, result, model):
-        self._call("on_train_end", result, model)
 
 
 def describe_failure(exc: BaseException) -> str:

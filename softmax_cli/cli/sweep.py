@@ -182,7 +182,8 @@ def _run(configs, data_dir: Path, runs_dir: Path, device):
     from softmax_cli.runs.folders import make_run_dir
     from softmax_cli.sweep.grid import group_configs, varying
     from softmax_cli.sweep.report import SweepTensorBoard
-    from softmax_cli.sweep.search import SweepCallbackList, run_sweep
+    from softmax_cli.sweep.search import run_sweep
+    from softmax_cli.training import CallbackList
 
     run_dir = make_run_dir(runs_dir, "sweep", f"{configs[0].preset}-{len(configs)}configs")
     groups = len(group_configs(configs))
@@ -193,7 +194,7 @@ def _run(configs, data_dir: Path, runs_dir: Path, device):
     display = SweepDisplay(console, len(configs), varying(configs))
     try:
         with display:
-            result = run_sweep(configs, data_dir, device, run_dir, SweepCallbackList([display, SweepTensorBoard()]))
+            result = run_sweep(configs, data_dir, device, run_dir, CallbackList([display, SweepTensorBoard()]))
     except BaseException:
         _remove_if_empty(run_dir)
         raise

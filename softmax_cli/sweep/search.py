@@ -160,29 +160,6 @@ class SweepCallbacks:
     def on_group_end(self, plan: GroupPlan, model: StackedSoftmax) -> None: ...
 
 
-class SweepCallbackList(SweepCallbacks):
-    """Forwards every hook to each callback in order."""
-
-    def __init__(self, callbacks) -> None:
-        self.callbacks = list(callbacks)
-
-    def on_group_start(self, plan):
-        for callback in self.callbacks:
-            callback.on_group_start(plan)
-
-    def on_batch_end(self):
-        for callback in self.callbacks:
-            callback.on_batch_end()
-
-    def on_epoch_end(self, plan, epoch, model):
-        for callback in self.callbacks:
-            callback.on_epoch_end(plan, epoch, model)
-
-    def on_group_end(self, plan, model):
-        for callback in self.callbacks:
-            callback.on_group_end(plan, model)
-
-
 def run_sweep(
     configs: list[Hparams],
     data_dir: Path,
