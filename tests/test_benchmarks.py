@@ -69,3 +69,30 @@ def test_memory_runs_each_row_in_a_process_of_its_own(synthetic_data_dir):
         assert result["rows"][1]["workers_peak_rss_mib"] > 0
     assert result["imports"]["peak_rss_mib"] > 0 and result["imports"]["process_maxrss_mib"] > 0
     assert len(result["targets"]) == 6 and all(set(t) == {"target", "value", "limit", "met"} for t in result["targets"])
+
+
+def test_startup_times_whole_processes_against_import_torch(tmp_path):
+    from softmax_cli.data.fashion_mnist import RAW_MD5
+    from softmax_cli.data.verified import VerifiedStamp, record_written
+
+    # Synthetic files recorded as the official ones, so that `download` finds nothing to do (no network).
+    folder = helpers.write_synthetic_dataset(tmp_path / "data", n_train=300, n_test=100)
+    stamp = VerifiedStamp(folder)
+    for name, md5 in RAW_MD5.items():
+        record_written(stamp, folder / name, md5, None)
+
+    done = run_script("startup", "--json", "--rounds", "1", "--help-repeats", "1", "--data-dir", tmp_path / "data")
+    result = json.loads(done.stdout)
+    keys = [command["key"] for command in result["startup"]["commands"]]
+    assert keys == ["import-torch", "concise-floor", "download-noop", "eval", "runs", "train-1", "train-10"]
+    assert all(len(command["runs"]) == 1 for command in result["startup"]["commands"])
+    assert result["imports"]["total_s"] > 0
+    helps = [entry["command"] for entry in result["help"]]
+    assert helps[0] == "softmax --help" and "softmax bench --help" in helps and "softmax train --help" in helps
+    assert len(result["targets"]) == 5
+
+
+def test_busy_times_training_quiet_and_beside_a_busy_process(synthetic_data_dir):
+    done = run_script("busy", "--epochs", "1", "--data-dir", synthetic_data_dir)
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["OMP_WAIT_POLICY=PASSIVE", "OMP_WAIT_POLICY=ACTIVE"]
