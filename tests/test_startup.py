@@ -3,7 +3,7 @@
 torchvision costs about as much to import as torch itself (it pulls in torch._dynamo), so
 the memory loader's paths (train with the default loader, eval, predict) must not import
 it, and commands that need no tensors (a no-op download, runs) must not import torch. How
-long anything takes is `softmax bench`'s business, not a test's.
+long anything takes is benchmarks/startup.py's business, not a test's.
 """
 
 from __future__ import annotations

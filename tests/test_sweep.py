@@ -374,25 +374,6 @@ def test_train_command_spells_out_every_setting():
     assert command.endswith("--data-dir '/data dir' --device cpu")
 
 
-def test_bench_sweep_times_both_sides_and_checks_they_agree(synthetic_data_dir):
-    """`softmax bench --sweep --quick`: a small grid as one sweep process and as train processes, and
-    stacked epochs against one run's; both sides end with the same metrics (no timing asserted)."""
-    result = helpers.invoke(
-        "bench", "--sweep", "--quick", "--data-dir", synthetic_data_dir, "--device", "cpu", "--json"
-    )
-    helpers.assert_clean(result)
-    assert result.exit_code == 0, result.output
-    payload = helpers.only_json(result)
-    processes, epochs = payload["processes"], payload["epochs"]
-    assert processes["configs"] == 2 and len(processes["train_seconds"]) == 2 and len(processes["sweep_seconds"]) == 1
-    assert processes["agreeing_within_1e-4"] == 2 and processes["differing"] == []
-    assert [row["k"] for row in epochs["stacked"]] == [1, 4]
-    assert all(row["seconds_per_epoch"] > 0 for row in epochs["stacked"])
-    assert payload["targets"] == []  # a smoke run judges nothing
-    assert "Whole processes, 2 configurations" in helpers.flat(result.stderr)
-    assert payload["settings"]["commands"][0].startswith("softmax sweep --data-dir")
-
-
 @pytest.mark.realdata
 def test_on_the_real_data_each_configuration_equals_its_own_run(imported_real_data_dir, tmp_path):
     """Fashion-MNIST, 1 epoch: plain SGD, weight decay and momentum side by side in one group end

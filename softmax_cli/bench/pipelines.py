@@ -13,20 +13,16 @@ Rows (N = --workers):
 reports the *median* timed epoch (the training pass only: no test evaluation, no
 checkpoint, no TensorBoard). On CUDA/MPS the device is synchronised before every clock
 read, so queued kernels are counted in the epoch that launched them. It also reports
-the memory the row's own process used (VmHWM, which starts afresh at exec, unlike
-ru_maxrss) and the largest peak of its DataLoader workers.
+the peak resident memory of this process while the row ran, where the high-water mark
+can be reset (Linux), else this process's peak so far.
 
-Apart from the harness in softmax_cli.bench.measure (settings, subprocesses, the whole run) so
-that each side reads on its own; this module does not import softmax_cli.bench.measure, so the
-row worker `python -m softmax_cli.bench.measure row ...` loads each module once. No torch at
-import time, never prints, knows nothing of Typer or Rich.
+No torch at import time, never prints, knows nothing of Typer or Rich.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
 import resource
 import statistics
 import sys
@@ -34,34 +30,27 @@ import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from softmax_cli.config import DEFAULT_SEED
 
 BOOK_LR = 0.1
+WARMUP_EPOCHS = 1
+
+Progress = Optional[Callable[[str], None]]
 
 
 @dataclass
 class BenchSettings:
-    """What one run measures with; it travels to every isolated row as JSON, so plain values only."""
+    """What one run measures with; plain values only, so that it reads as JSON."""
 
     data_dir: Path
     device: str  # a resolved device string: "cpu", "cuda", "cuda:1", "mps"
     batch_size: int = 256
     epochs: int = 3
     workers: int = 4
-    quick: bool = False
-    isolate: bool = True
-    max_batches: Optional[int] = None  # cap per epoch; set by quick
     lr: float = BOOK_LR
     seed: int = DEFAULT_SEED
-    threads: Optional[int] = None  # torch.set_num_threads in each row; None keeps torch's default
-    startup_only: bool = False  # no rows, imports or --help: the start-up probes alone
-
-
-Progress = Optional[Callable[[str], None]]
-
-WARMUP_EPOCHS = 1
 
 
 @dataclass(frozen=True)
@@ -97,11 +86,23 @@ def plan_rows(workers: int) -> list[RowSpec]:
     return rows
 
 
+def lightest_first(rows: list[RowSpec]) -> list[RowSpec]:
+    """The order to run rows in one process: what each row imports, every later row imports too.
+
+    The data alone needs torch; scratch adds the model; concise adds torch.optim's SGD (which
+    imports torch._dynamo); the book's rows add torchvision. Modules stay loaded, so a heavy
+    row run first would count its imports in every lighter row's memory.
+    """
+    weight = {None: 0, "scratch": 1, "concise": 2}
+    return sorted(rows, key=lambda row: (row.loader == "dataloader", weight[row.impl]))
+
+
 # ---------------------------------------------------------------------------------------
-# Memory probes (Linux /proc where it exists)
+# Memory (Linux /proc where it exists)
 
 
-def _vmhwm_mib(pid: str) -> Optional[float]:
+def vmhwm_mib(pid: str = "self") -> Optional[float]:
+    """The peak resident memory (VmHWM) of process `pid` in MiB, or None where /proc does not say."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
@@ -112,73 +113,31 @@ def _vmhwm_mib(pid: str) -> Optional[float]:
     return None
 
 
-def _child_pids() -> list[str]:
-    """Live children of this process, from /proc/<pid>/stat (Linux); [] elsewhere."""
-    me, children = os.getpid(), []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for pid in entries:
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 1 and fields[1] == str(me):
-            children.append(pid)
-    return children
-
-
-def children_peak_rss_mib() -> Optional[float]:
-    """The largest peak RSS among this process's live children (the DataLoader workers), Linux only.
-
-    Not RUSAGE_CHILDREN: that also counts helpers that torch's import runs, which
-    inherit their parent's high-water mark through execve.
-    """
-    peaks = [peak for peak in map(_vmhwm_mib, _child_pids()) if peak is not None]
-    return max(peaks) if peaks else None
-
-
-def _maxrss_mib(who: int) -> float:
-    value = resource.getrusage(who).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return value / (1024 * 1024) if sys.platform == "darwin" else value / 1024
-
-
 def peak_rss_mib() -> float:
-    """This process's own peak RSS (MiB).
+    """This process's peak RSS (MiB): VmHWM where it exists, else ru_maxrss.
 
-    On Linux ru_maxrss survives execve: a child started by a 700 MiB process that has
-    imported torch reports at least 700 MiB whatever it does itself. VmHWM belongs to
-    the current address space, so it starts afresh at exec; use it where it exists.
+    On Linux ru_maxrss survives execve (a child of a 700 MiB process reports at least
+    700 MiB) and cannot be reset; VmHWM starts afresh at exec and reset_peak_rss resets it.
     """
-    peak = _vmhwm_mib("self")
-    return peak if peak is not None else _maxrss_mib(resource.RUSAGE_SELF)
+    peak = vmhwm_mib()
+    if peak is not None:
+        return peak
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value / (1024 * 1024) if sys.platform == "darwin" else value / 1024  # macOS bytes, Linux KiB
+
+
+def reset_peak_rss() -> bool:
+    """Bring this process's peak RSS down to its current RSS (Linux 4.0+); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------
 # Timing one row
-
-
-class CappedBatches:
-    """At most `max_batches` batches of an iterator of batches, with num_examples to match."""
-
-    def __init__(self, batches, max_batches: int, batch_size: int) -> None:
-        self.batches = batches
-        self.max_batches = max_batches
-        self.num_examples = min(batches.num_examples, max_batches * batch_size)
-
-    def __len__(self) -> int:
-        return min(len(self.batches), self.max_batches)
-
-    def __iter__(self) -> Iterator:
-        for i, batch in enumerate(self.batches):
-            if i >= self.max_batches:
-                break
-            yield batch
 
 
 def synchronize(device) -> None:
@@ -218,7 +177,10 @@ def _data_epoch(batches) -> tuple[float, float]:
 
 
 def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = None) -> dict:
-    """Time `spec` in this process: setup, one warm-up epoch, then settings.epochs timed epochs."""
+    """Time `spec` in this process: setup, one warm-up epoch, then settings.epochs timed epochs.
+
+    progress, if given, hears of every epoch while it is still set up (DataLoader workers alive).
+    """
     import torch
 
     if spec.loader == "dataloader":
@@ -228,9 +190,6 @@ def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = Non
     from softmax_cli.data import batches as data
     from softmax_cli.models import make_model
 
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    rss_after_imports = peak_rss_mib()
     device = torch.device(settings.device)
     torch.manual_seed(settings.seed)
     started = time.perf_counter()
@@ -250,8 +209,6 @@ def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = Non
             workers=spec.workers,
             generator=generator,
         )
-    if settings.max_batches:
-        batches = CappedBatches(batches, settings.max_batches, settings.batch_size)
     model = None
     if spec.impl is not None:
         hparams = Hparams(
@@ -271,8 +228,7 @@ def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = Non
     seconds: list[float] = []
     warmup_seconds = 0.0
     last_loss = None
-    total = WARMUP_EPOCHS + settings.epochs
-    for i in range(total):
+    for i in range(WARMUP_EPOCHS + settings.epochs):
         synchronize(device)
         t0 = time.perf_counter()
         loss, _ = run_epoch()
@@ -287,7 +243,6 @@ def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = Non
             what = "warm-up" if i < WARMUP_EPOCHS else f"epoch {i - WARMUP_EPOCHS + 1}/{settings.epochs}"
             progress(f"{spec.label}: {what} {elapsed:.3f} s")
 
-    workers_peak = children_peak_rss_mib() if spec.workers else None  # before the workers end
     examples = batches.num_examples
     n_batches = len(batches)
     del batches, model, run_epoch  # ends persistent DataLoader workers before the next row
@@ -310,6 +265,4 @@ def measure_row(spec: RowSpec, settings: BenchSettings, progress: Progress = Non
         "final_train_loss": last_loss if last_loss is not None and math.isfinite(last_loss) else None,
         "torch_threads": torch.get_num_threads(),
         "peak_rss_mib": peak_rss_mib(),
-        "rss_after_imports_mib": rss_after_imports,
-        "workers_peak_rss_mib": workers_peak,
     }

@@ -127,9 +127,9 @@ EXAMPLES = {
         "softmax compare --preset tuned --device cpu",
     ],
     "bench": [
-        "softmax bench --quick",
-        "softmax bench --startup-only",
-        "softmax bench --sweep --device cpu",
+        "softmax bench",
+        "softmax bench --epochs 1 --workers 2",
+        "softmax bench --device cuda --json",
     ],
     "sweep": [
         "softmax sweep --lr 0.03,0.1,0.3",

@@ -162,25 +162,21 @@ def _mib(value: Optional[float]) -> str:
 
 
 def render_bench(console: Console, payload: dict) -> None:
-    """The timings in a user's words: the table of pipelines, then import and --help times."""
+    """The timings in a user's words: the table of pipelines, with a note on how each figure was taken."""
     s, env = payload["settings"], payload["environment"]
-    isolated = payload["memory_mode"] == "isolated"
-    capped = f", at most {s['max_batches']} batches per epoch" if s.get("max_batches") else ""
     console.print(
         f"[bold]softmax bench[/] on {s['device']} ({escape(env.get('device_name') or '?')}, "
-        f"{env.get('cpu_count')} CPUs, {s.get('threads') or env.get('torch_threads')} torch threads): "
-        f"{s['train_examples']:,} train images, batch {s['batch_size']}, lr {s['lr']:g}{capped}"
+        f"{env.get('cpu_count')} CPUs, {env.get('torch_threads')} torch threads): "
+        f"{s['train_examples']:,} train images, batch {s['batch_size']}, lr {s['lr']:g}"
     )
+    so_far = payload["memory_mode"] == "so-far"
     columns = [
         Column("pipeline", justify="left", text=True, min_width=min(22, max(len(r["label"]) for r in payload["rows"]))),
         Column("s/epoch"),
-        Column("fastest s", drop=5),
-        Column("images/s", drop=7),
+        Column("fastest s", drop=2),
+        Column("images/s", drop=3),
         Column("speed-up"),
-        Column("memory MiB" if isolated else "memory so far MiB", "memory\nMiB", drop=6),
-        Column("after imports MiB", "after\nimports", drop=4),
-        Column("whole process MiB", "whole\nprocess", drop=3),
-        Column("workers MiB", "workers", drop=2),
+        Column("memory so far MiB" if so_far else "memory MiB", "memory\nMiB", drop=4),
     ]
     rows = [
         [
@@ -190,14 +186,9 @@ def render_bench(console: Console, payload: dict) -> None:
             f"{row['examples_per_s']:,.0f}" if row["examples_per_s"] else "-",
             f"{row['speedup']:.1f}×" if row.get("speedup") else "-",
             _mib(row["peak_rss_mib"]),
-            _mib(row.get("rss_after_imports_mib")),
-            _mib(row.get("process_maxrss_mib")),
-            _mib(row.get("workers_peak_rss_mib")),
         ]
         for row in payload["rows"]
     ]
-    if not isolated:  # one shared process: no per-row figures beyond its peak so far
-        columns, rows = columns[:6], [row[:6] for row in rows]
     console.print(fit_table(console, columns, rows))
     baseline = next((row["label"] for row in payload["rows"] if row.get("is_baseline")), None)
     epochs = f"{s['epochs']} timed epoch{'s' if s['epochs'] != 1 else ''}"
@@ -207,62 +198,20 @@ def render_bench(console: Console, payload: dict) -> None:
     ]
     if baseline:
         notes.append(f"speed-up: how many times faster than the book's fastest pipeline ({baseline}).")
-    if isolated:
-        notes.append(
-            "Each row ran in a fresh process. memory: that process's peak resident memory (imports, data and "
-            "training); after imports: the same right after importing torch; whole process: its peak as "
-            "/usr/bin/time reports it, exit included; workers: the largest DataLoader worker's peak (they "
-            "share most pages with the row's process, so do not add them)."
-        )
-    else:
+    if so_far:
         notes.append("memory so far: the peak of this one process up to that row, earlier rows included.")
+    else:
+        notes.append(
+            "memory: the peak resident memory of this process while the row ran (torch, the modules the row "
+            "needs, its data and training); the rows ran lightest first, so none carries a heavier row's "
+            "imports. DataLoader workers are processes of their own and not counted."
+        )
     console.print(Text(" ".join(notes), style="dim"))
-
-    imports = payload.get("imports")
-    if imports:
-        console.print(
-            f"Importing in a fresh process: torch {imports['torch_s']:.2f} s, torchvision "
-            f"{imports['torchvision_s']:.2f} s, tensorboard {imports['tensorboard_s']:.2f} s "
-            f"({imports['total_s']:.2f} s in all), {imports['peak_rss_mib']:,.0f} MiB of memory afterwards"
-        )
-    if payload.get("help"):
-        times = ", ".join(
-            f"{h['command'].removesuffix(' --help').removeprefix('softmax').strip() or 'softmax'} {h['median_s']:.2f}"
-            for h in payload["help"]
-        )
-        console.print(f"--help, in seconds (median of fresh processes): {times}")
-
-
-STARTUP_COLUMNS = [
-    Column("command", justify="left", text=True, min_width=25),
-    Column("seconds"),
-    Column("range", drop=2),
-    Column("× import torch", "× torch\nimport"),
-]
-
-
-def render_startup(console: Console, startup: Optional[dict]) -> None:
-    """bench's start-up probes: each everyday command's whole process next to `python -c "import torch"`."""
-    if not startup:
-        return
-    rows = [
-        [
-            escape(command["command"]),
-            f"{command['median_s']:.2f}",
-            f"{command['min_s']:.2f}–{command['max_s']:.2f}",
-            f"{command['ratio_to_import_torch']:.2f}×" if command["ratio_to_import_torch"] is not None else "-",
-        ]
-        for command in startup["commands"]
-    ]
-    title = f"Start-up on {startup['device']}: whole processes, {startup['statistic']} of {startup['rounds']} rounds"
-    console.print(fit_table(console, STARTUP_COLUMNS, rows, title=title))
 
 
 def bench_notes(payload: dict) -> list[str]:
     """What to keep in mind about the figures: notes for stderr, not results."""
     notes = []
-    if payload["settings"].get("quick"):
-        notes.append("[yellow]--quick: a capped smoke run; these figures are not a benchmark[/]")
     env = payload["environment"]
     if env.get("loadavg"):
         end = (env.get("loadavg_end") or [float("nan")])[0]

@@ -1,22 +1,8 @@
-"""`softmax bench --sweep`: what training a grid together saves, measured side by side in one run.
-
-Two measurements, each alternating its two sides so that load from other processes falls on both:
-
-* Whole processes: one `softmax sweep` of a grid (4 learning rates x 4 weight decays, 5 epochs)
-  against one `softmax train --impl scratch` process per configuration with the same settings,
-  every process timed from start to exit (imports, data, training, evaluation, checkpoints,
-  TensorBoard). The sweep runs before, between and after the two halves of the train processes;
-  its median is compared with the train processes' total. Both sides' final validation accuracies
-  are compared too: each configuration of the sweep must equal its own run.
-* Training epochs in this process: one `softmax train` epoch (ScratchSoftmax, training.train_epoch)
-  against one epoch of K stacked configurations (StackedSoftmax) on the same batches, for each K,
-  round after round after a warm-up round; medians per side.
-
-No torch at import time, never prints (progress goes through a callback), knows nothing of Typer or Rich.
-"""
+"""What training a grid together saves: a `softmax sweep` against its `softmax train` processes, stacked epochs."""
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
@@ -27,9 +13,21 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
-from softmax_cli.errors import SoftmaxError
+# Two measurements, each alternating its two sides so that load from other processes falls on both:
+#
+# * Whole processes: one `softmax sweep` of a grid (4 learning rates x 4 weight decays, 5 epochs)
+#   against one `softmax train --impl scratch` process per configuration with the same settings,
+#   every process timed from start to exit (imports, data, training, evaluation, checkpoints,
+#   TensorBoard). The sweep runs before, between and after the two halves of the train processes;
+#   its median is compared with the train processes' total. Both sides' final metrics are compared
+#   too: each configuration of the sweep must equal its own run.
+# * Training epochs in this process: one `softmax train` epoch (ScratchSoftmax, training.train_epoch)
+#   against one epoch of K stacked configurations (StackedSoftmax) on the same batches, for each K,
+#   round after round after a warm-up round; medians per side.
+#
+# Run as `python benchmarks/sweep.py --data-dir DIR`; --quick is a small smoke run.
 
 Progress = Optional[Callable[[str], None]]
 
@@ -68,6 +66,24 @@ class SweepBenchSettings:
         )
 
 
+class CappedBatches:
+    """At most `max_batches` batches of an iterator of batches, with num_examples to match."""
+
+    def __init__(self, batches, max_batches: int, batch_size: int) -> None:
+        self.batches = batches
+        self.max_batches = max_batches
+        self.num_examples = min(batches.num_examples, max_batches * batch_size)
+
+    def __len__(self) -> int:
+        return min(len(self.batches), self.max_batches)
+
+    def __iter__(self) -> Iterator:
+        for i, batch in enumerate(self.batches):
+            if i >= self.max_batches:
+                break
+            yield batch
+
+
 # ---------------------------------------------------------------------------------------
 # Whole processes
 
@@ -79,11 +95,11 @@ def _run_process(argv: list[str], what: str, threads: Optional[int]) -> tuple[fl
     try:
         done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
     except OSError as exc:
-        raise SoftmaxError(f"cannot start {what}: {exc}") from None
+        raise SystemExit(f"cannot start {what}: {exc}") from None
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise SoftmaxError(f"{what} failed (exit {done.returncode}): {tail}")
+        raise SystemExit(f"{what} failed (exit {done.returncode}): {tail}")
     return seconds, json.loads(done.stdout)
 
 
@@ -174,7 +190,7 @@ def measure_stacked_epochs(settings: SweepBenchSettings, progress: Progress = No
     alternated round by round on the same batches (the training pass only)."""
     import torch
 
-    from softmax_cli.bench.pipelines import CappedBatches, synchronize
+    from softmax_cli.bench.pipelines import synchronize
     from softmax_cli.config import Hparams
     from softmax_cli.data import batches as data
     from softmax_cli.models import make_model
@@ -265,3 +281,72 @@ def run_sweep_bench(settings: SweepBenchSettings, progress: Progress = None) -> 
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },  # fmt: skip
     }
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+
+
+def describe(payload: dict) -> list[str]:
+    """The measurements in plain lines: stacked epochs against one run's, then whole processes."""
+    s, epochs, processes = payload["settings"], payload["epochs"], payload["processes"]
+    capped = f", at most {s['max_batches']} batches" if s.get("max_batches") else ""
+    single = epochs["single_seconds_per_epoch"]
+    lines = [
+        f"Training epochs on {s['device']}, batch {s['batch_size']}{capped}: median of {s['rounds']} rounds, "
+        "alternated (training pass only)",
+        f"  1 (softmax train): {single:.3f} s/epoch",
+    ]
+    for row in epochs["stacked"]:
+        lines.append(
+            f"  {row['k']} stacked: {row['seconds_per_epoch']:.3f} s/epoch, {row['seconds_per_config']:.4f} s per "
+            f"configuration ({row['speedup_per_config']:.1f}x cheaper)"
+        )
+    n = processes["configs"]
+    sweep_runs = ", ".join(f"{t:.1f}" for t in processes["sweep_seconds"])
+    lines.append(
+        f"Whole processes, {n} configurations x {processes['epochs']} epochs: one `softmax sweep` "
+        f"{processes['sweep_median_s']:.1f} s (median of {sweep_runs}) against {n} `softmax train` processes "
+        f"{processes['train_total_s']:.1f} s in total ({processes['train_median_s']:.1f} s each, median): "
+        f"{processes['ratio']:.3f}x the time ({1 / processes['ratio']:.1f}x faster)"
+    )
+    lines.append(
+        f"{processes['agreeing_within_1e-4']} of {n} configurations end with the same train loss, val acc and "
+        "test acc as their own process (within 1e-4)"
+    )
+    for differing in processes["differing"]:
+        lines.append(
+            f"  lr {differing['lr']:g}, weight decay {differing['weight_decay']:g}: differs by "
+            f"{differing['max_metric_diff']:.3f}"
+        )
+    for target in payload["targets"]:
+        lines.append(f"target: {target['target']}: {target['value']:.3f} ({'met' if target['met'] else 'missed'})")
+    env = payload["environment"]
+    if env.get("loadavg") and env.get("loadavg_end"):
+        lines.append(f"load average {env['loadavg'][0]:.2f} at the start, {env['loadavg_end'][0]:.2f} at the end")
+    if s.get("quick"):
+        lines.append("--quick: a small smoke run; these figures are not a benchmark")
+    return lines
+
+
+def main() -> None:
+    from softmax_cli.data.paths import resolve_data_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--data-dir", type=Path, help="the folder of the four .gz files (default: the tool's own)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, help="timed rounds of stacked epochs (default: 3; 1 with --quick)")
+    parser.add_argument("--threads", type=int, help="torch threads, here and in every process (OMP_NUM_THREADS)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 configurations, 1 epoch, K = 1 and 4")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the lines")
+    args = parser.parse_args()
+    settings = SweepBenchSettings.for_run(
+        resolve_data_dir(args.data_dir), args.device, args.batch_size, args.rounds, args.threads, args.quick
+    )
+    payload = run_sweep_bench(settings, progress=lambda message: print(message, file=sys.stderr))
+    print(json.dumps(payload) if args.json else "\n".join(describe(payload)))
+
+
+if __name__ == "__main__":
+    main()
