@@ -431,3 +431,85 @@ def test_a_checkpoint_that_is_empty_or_a_directory_is_a_usage_error(value, synth
     assert result.exit_code == 2, result.output
     assert_clean(result)
     assert "--checkpoint" in result.stderr and not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- 8. paths that are no checkpoint file
+
+# Every command that reads a checkpoint, given PATH and the data dir; what it writes goes beside PATH.
+READERS = {
+    "eval": lambda p, data: ["eval", p, "--data-dir", data, "--device", "cpu", "--runs-dir", p.parent],
+    "predict": lambda p, data: ["predict", p, "--data-dir", data, "--device", "cpu", "--out", p.parent / "p.png"],
+    "plot": lambda p, data: ["plot", p, "--out", p.parent / "curves.png"],
+    "train-resume": lambda p, data: ["train", "--resume", p, "--data-dir", data, "--runs-dir", p.parent / "runs"],
+}
+
+
+def run_module(folder: Path, *args) -> subprocess.CompletedProcess:
+    """`python -X importtime -m softmax_cli ARGS` in folder: a fresh interpreter, whose stderr lists every import."""
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "softmax_cli", *map(str, args)],
+        cwd=folder,
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def imported_torch(done: subprocess.CompletedProcess) -> bool:
+    """Whether the -X importtime listing has torch itself (`import time: ... | torch`)."""
+    return any(line.split("|")[-1].strip() == "torch" for line in done.stderr.splitlines() if "|" in line)
+
+
+def error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.lower().startswith("error:")]
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("command", READERS, ids=list(READERS))
+def test_a_symlink_loop_is_called_one_by_every_command(command, synthetic_data_dir, tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop.name)  # `ln -s loop loop`
+    result = invoke(*READERS[command](loop, synthetic_data_dir))
+    assert result.exit_code == 1
+    line = one_error(result, f"{loop} is a symbolic link loop, not a checkpoint file")
+    assert "no such file" not in line and "does not exist" not in line
+    assert os.listdir(tmp_path) == ["loop"]  # nothing written: no run, no picture
+
+
+# Paths eval, predict and plot refuse before importing torch, and the words each refusal has.
+BAD_PATHS = {
+    "missing": (lambda folder: folder / "missing.pt", ["missing.pt: no such file"], "does not exist"),
+    "loop": (lambda folder: (folder / "loop", (folder / "loop").symlink_to("loop"))[0], ["symbolic link loop"], None),
+    "dangling-link": (
+        lambda folder: (folder / "link.pt", (folder / "link.pt").symlink_to("nowhere.pt"))[0],
+        ["link.pt is a symbolic link to nowhere.pt, which does not exist"],
+        None,
+    ),
+    "fifo": (lambda folder: (folder / "pipe.pt", os.mkfifo(folder / "pipe.pt"))[0], ["FIFO", "not a checkpoint"], None),
+}
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("command", ["eval", "predict", "plot"])
+@pytest.mark.parametrize("case", BAD_PATHS, ids=list(BAD_PATHS))
+def test_a_bad_checkpoint_path_is_refused_before_torch_is_imported(command, case, synthetic_data_dir, tmp_path):
+    build, needles, plot_usage_error = BAD_PATHS[case]
+    path = build(tmp_path)
+    done = run_module(tmp_path, *READERS[command](path, synthetic_data_dir))
+    errors = error_lines(done)
+    assert len(errors) == 1, done.stderr[-3000:]
+    if command == "plot" and plot_usage_error:  # a missing argument path is a usage error, as before
+        assert done.returncode == 2 and plot_usage_error in errors[0]
+    else:
+        assert done.returncode == 1
+        assert all(needle in errors[0] for needle in needles), errors[0]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert not imported_torch(done)
+
+
+def test_the_import_probe_sees_torch_where_a_command_needs_it(concise_momentum, synthetic_data_dir, tmp_path):
+    """The control: evaluating a real checkpoint does import torch, and the probe says so."""
+    done = run_module(tmp_path, "eval", concise_momentum, "--data-dir", synthetic_data_dir, "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert imported_torch(done)

@@ -23,11 +23,13 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING, fields
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from softmax_cli.config import IMPLS, LOADERS, PRESETS, RANGES, SCHEDULES, Hparams, Range
 from softmax_cli.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_NAME = "softmax-cli/checkpoint"
 FORMAT_VERSION = 1
@@ -55,6 +57,8 @@ def validate(raw: object, path: Path) -> None:
 
     Replaces every tensor it checks by a canonical copy (see _check_tensor).
     """
+    import torch
+
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         kind = type(raw).__name__
         raise CheckpointError(
@@ -225,6 +229,8 @@ def _check_optimizer_state(state: object, hparams: Hparams, path: Path) -> dict 
 
 
 def _is_dense_cpu_tensor(value: object) -> bool:
+    import torch
+
     return isinstance(value, torch.Tensor) and value.layout == torch.strided and value.device.type == "cpu"
 
 
@@ -236,6 +242,8 @@ def _check_tensor(value: object, name: str, shape: tuple[int, ...], path: Path) 
     The copy drops whatever the file's layout was (strides, a shared or expanded storage,
     a view of a larger one), so in-place training steps and BLAS never meet it.
     """
+    import torch
+
     if not isinstance(value, torch.Tensor):
         raise CheckpointError(f"{path}: {name} is not a tensor")
     if value.layout != torch.strided:
