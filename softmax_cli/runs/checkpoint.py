@@ -6,9 +6,9 @@ torch.load(weights_only=True, map_location="cpu"): only tensors and plain types
 never run code. Before torch.load sees a file, it must be a regular file (a FIFO would
 block, /dev/zero never end) of at most MAX_CHECKPOINT_BYTES, and a zip archive (what
 torch.save writes) whose entries declare no more than that in all, so neither a huge
-file nor a zip bomb is ever unpacked; check_checkpoint_file makes the same checks of a path
-with stat alone, and, as torch is imported only inside the functions that read or write,
-commands run it before they import torch. Writes are atomic (softmax_cli.atomic), and a
+file nor a zip bomb is ever unpacked. check_checkpoint_file makes the first of these checks
+(a regular file, with stat alone, in the same words) and, as torch is imported only inside
+the functions that read or write, commands run it before they import torch. Writes are atomic (softmax_cli.atomic), and a
 training run claims its checkpoint path first (claim_checkpoint_path): it never
 replaces a file that is not a checkpoint, and two runs never write the same one.
 """
