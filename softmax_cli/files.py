@@ -28,7 +28,15 @@ except ImportError:  # pragma: no cover - exercised on Windows only
 # The first bytes of every lock file: a file of that name without them is not ours to take.
 _LOCK_MARK = "softmax-cli lock: "
 
-__all__ = ["LockHeld", "NotARegularFile", "TooLarge", "exclusive_lock", "lock_path_for", "read_bounded"]
+__all__ = [
+    "LockHeld",
+    "NotARegularFile",
+    "TooLarge",
+    "check_regular_file",
+    "exclusive_lock",
+    "lock_path_for",
+    "read_bounded",
+]
 
 
 class NotARegularFile(OSError):
@@ -70,6 +78,17 @@ def _kind(mode: int) -> str | None:
     return "special file"
 
 
+def check_regular_file(path: Path) -> None:
+    """Whether `path` is (or links to) a regular file, found with stat alone: nothing is opened.
+
+    Raises NotARegularFile, or the OSError of stat (FileNotFoundError, PermissionError,
+    ELOOP for a symlink loop, ...).
+    """
+    kind = _kind(os.stat(path).st_mode)
+    if kind:
+        raise NotARegularFile(path, kind)
+
+
 def read_bounded(path: Path, max_bytes: int) -> bytes:
     """The whole content of the regular file `path`, which must hold at most max_bytes.
 
@@ -78,9 +97,7 @@ def read_bounded(path: Path, max_bytes: int) -> bytes:
     by what was read, should it grow meanwhile), or the OSError of stat/open/read
     (FileNotFoundError, PermissionError, ELOOP for a symlink loop, ...).
     """
-    kind = _kind(os.stat(path).st_mode)
-    if kind:
-        raise NotARegularFile(path, kind)
+    check_regular_file(path)
     # O_NONBLOCK: should a FIFO have been swapped in since the stat, open() still returns at once.
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)

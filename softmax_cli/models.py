@@ -201,10 +201,7 @@ class ConciseSoftmax:
     def trainer(self) -> torch.optim.SGD:
         # Built when training first needs it: constructing torch.optim's SGD imports
         # torch._dynamo (about 0.9 s here), which evaluating a checkpoint never needs.
-        hparams = self.hparams
-        return torch.optim.SGD(
-            self.net.parameters(), lr=hparams.lr, momentum=hparams.momentum, weight_decay=hparams.weight_decay
-        )
+        return torch.optim.SGD(self.net.parameters(), **sgd_settings(self.hparams))
 
     def logits(self, X: torch.Tensor) -> torch.Tensor:
         return self.net(standardize(X, self.input_stats))
@@ -227,7 +224,7 @@ class ConciseSoftmax:
         return self.trainer.state_dict()
 
     def load_optimizer_state(self, state: dict | None) -> None:
-        """Take the momentum buffers from `state`; every setting stays what the hyperparameters made.
+        """Take the momentum buffers from `state`; every setting stays what sgd_settings(hparams) made.
 
         torch's load_state_dict would also adopt the file's lr, momentum, maximize, ...: a
         tampered checkpoint could then train uphill while its hparams say otherwise.
@@ -240,6 +237,22 @@ class ConciseSoftmax:
                 if entry.get("momentum_buffer") is not None
             }
             self.trainer.load_state_dict(own)
+
+
+def sgd_settings(hparams: Hparams) -> dict[str, object]:
+    """Every setting of the concise model's torch.optim.SGD, from the hyperparameters alone.
+
+    The one rule for the optimizer: a fresh run and a resumed one build it from here, and a
+    checkpoint's stored param_groups are never read back (only its momentum buffers are).
+    """
+    return {
+        "lr": hparams.lr,
+        "momentum": hparams.momentum,
+        "weight_decay": hparams.weight_decay,
+        "dampening": 0,
+        "nesterov": False,
+        "maximize": False,
+    }
 
 
 IMPLEMENTATIONS = {cls.impl: cls for cls in (ScratchSoftmax, ConciseSoftmax)}

@@ -509,7 +509,7 @@ def test_ctrl_c_during_torch_save_keeps_the_old_checkpoint(tmp_path, good, monke
         handle.write(buffer.getvalue()[:1000])  # half-written, then Ctrl-C
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt.torch, "save", interrupted_save)
+    monkeypatch.setattr(torch, "save", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
         ckpt.save_checkpoint(damaged(good, epoch=99), path)
     monkeypatch.undo()

@@ -86,6 +86,7 @@ def test_real_files_swapped_say_so_and_download_repairs_them(imported_real_data_
     repaired = helpers.invoke("download", "--data-dir", data_dir)  # the verified .gz files are there: no network
     assert repaired.exit_code == 0, repaired.output
     assert "re-extracting" in helpers.flat(repaired.stderr)
+    assert f"Repaired: {TRAIN_IMAGES} and {TEST_IMAGES} were swapped" in helpers.flat(repaired.stderr)
     assert helpers.md5_of(raw / TEST_IMAGES) == dl.RAW_MD5[TEST_IMAGES]
     assert evaluate(checkpoint, data_dir).exit_code == 0
 
@@ -206,7 +207,8 @@ def test_download_replaces_a_symlink_loop(synthetic_data_dir, tmp_path):
 
     results = dl.fetch_dataset(tmp_path / "data", source_dir=source, resources=resources)
 
-    assert [r.status for r in results] == ["present"] * 4  # rebuilt from its verified .gz
+    assert [r.status for r in results] == ["present", "repaired", "present", "present"]  # rebuilt from its .gz
+    assert "symlink loop" in dl.describe_repairs(results)[0]
     assert not path.is_symlink() and len(data.read_split(tmp_path / "data", "test")) == 10
 
 

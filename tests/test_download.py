@@ -21,7 +21,7 @@ import pytest
 
 from softmax_cli.data import download as dl
 from softmax_cli.data.fashion_mnist import GZ_RESOURCES, RAW_MD5
-from softmax_cli.data.verified import STAMP_NAME
+from softmax_cli.data.verified import STAMP_NAME, VerifiedStamp, record_written
 from softmax_cli.errors import DataError
 from tests import helpers
 from tests.helpers import REAL_FILES, md5_of
@@ -274,8 +274,11 @@ def test_missing_extracted_file_is_rebuilt_from_verified_gz(synthetic, tmp_path)
         tmp_path / "data", source_dir=synthetic.gz_folder, resources=synthetic.resources, progress=progress
     )
 
-    assert [r.status for r in results] == ["present"] * 4
+    assert [r.status for r in results] == ["present"] * 3 + ["repaired"]
     assert any("re-extracting t10k-labels-idx1-ubyte" in note for note in progress.notes)
+    assert dl.describe_repairs(results) == [
+        f"{raw / 't10k-labels-idx1-ubyte'} was missing; extracted again from the verified t10k-labels-idx1-ubyte.gz"
+    ]
     assert_complete(raw, synthetic)
 
 
@@ -544,6 +547,66 @@ def test_cli_corrupted_copy_exits_1_with_md5_message(synthetic, tmp_path):
     assert "Traceback" not in shown
     assert not isinstance(result.exception, DataError)  # caught and shown, not raised
     assert files_in(dl.raw_dir(tmp_path / "data")) == []
+
+
+def official_lookalike(synthetic: SyntheticSource, data_dir: Path) -> Path:
+    """The synthetic .gz files and their extracted files in data_dir, recorded as verified with the
+    official md5s (as a real download would have), so that `softmax download` takes them for the
+    official ones and repairs locally; returns the raw folder."""
+    raw = dl.raw_dir(data_dir)
+    shutil.copytree(synthetic.gz_folder, raw)
+    for name in synthetic.uncompressed_md5s:
+        shutil.copy2(synthetic.plain_folder / name, raw / name)
+    stamp = VerifiedStamp(raw)
+    for gz_name, gz_md5 in GZ_RESOURCES:
+        record_written(stamp, raw / gz_name, gz_md5, None)
+        plain = gz_name.removesuffix(".gz")
+        record_written(stamp, raw / plain, RAW_MD5[plain], gz_md5)
+    return raw
+
+
+def swap(folder: Path, a: str, b: str) -> None:
+    (folder / a).rename(folder / "swap")
+    (folder / b).rename(folder / a)
+    (folder / "swap").rename(folder / b)
+
+
+def test_cli_download_says_which_swapped_files_it_repaired(synthetic, tmp_path):
+    data_dir = tmp_path / "data"
+    raw = official_lookalike(synthetic, data_dir)
+    unchanged = helpers.invoke("download", "--data-dir", data_dir)
+    assert unchanged.exit_code == 0, unchanged.output
+    assert "All four files already present and valid" in helpers.flat(unchanged.stderr)
+    assert "Repaired" not in unchanged.output
+
+    swap(raw, "train-images-idx3-ubyte", "t10k-images-idx3-ubyte")  # renames keep the mtimes
+    result = helpers.invoke("download", "--data-dir", data_dir, "--mirror", dead_mirror_url())  # no network needed
+    assert result.exit_code == 0, result.output
+    shown = helpers.flat(result.stderr)
+    assert (
+        "Repaired: train-images-idx3-ubyte and t10k-images-idx3-ubyte were swapped; "
+        "both extracted again from their verified .gz files"
+    ) in shown
+    assert "already present and valid" not in shown and f"Fashion-MNIST ready in {raw}" in shown
+    assert shown.count("Repaired") == 1  # one swap, said once; the labels were never touched
+    assert_complete(raw, synthetic)
+
+    again = helpers.invoke("download", "--data-dir", data_dir)
+    assert "All four files already present and valid" in helpers.flat(again.stderr)
+
+
+def test_cli_download_says_what_it_repaired_that_was_no_swap(synthetic, tmp_path):
+    data_dir = tmp_path / "data"
+    raw = official_lookalike(synthetic, data_dir)
+    (raw / "train-labels-idx1-ubyte").unlink()
+    shutil.copy(raw / "t10k-images-idx3-ubyte", raw / "train-images-idx3-ubyte")  # a copy, not a swap
+    result = helpers.invoke("download", "--data-dir", data_dir, "--mirror", dead_mirror_url())
+    assert result.exit_code == 0, result.output
+    shown = helpers.flat(result.stderr)
+    assert f"Repaired: {raw / 'train-images-idx3-ubyte'} is not the official Fashion-MNIST file" in shown
+    assert f"Repaired: {raw / 'train-labels-idx1-ubyte'} was missing; extracted again from the verified" in shown
+    assert "swapped;" not in shown and "already present and valid" not in shown
+    assert_complete(raw, synthetic)
 
 
 def test_cli_missing_from_folder_exits_1(tmp_path):

@@ -184,35 +184,59 @@ def test_the_lock_refuses_a_live_holder_and_names_it(tmp_path):
     assert files.lock_path_for(target).read_text() == "somebody's own notes\n"
 
 
-# --------------------------------------------------------------------------- 2. a tampered optimizer state
+# --------------------------------------------------------------------------- 2. the optimizer state's settings
 
 
-TAMPERED_GROUPS = {
-    "maximize": ("maximize", True),
-    "nesterov": ("nesterov", True),
-    "dampening": ("dampening", 0.5),
-    "momentum": ("momentum", 0.1),
-    "weight-decay": ("weight_decay", 1.0),
-    "momentum-type": ("momentum", "0.9"),
-    "lr-above-hparams": ("lr", 5.0),
-    "lr-negative": ("lr", -0.1),
+# What a concise checkpoint's param_groups may say, tampered or from a torch that wrote fewer
+# settings: none of it is read back, every setting comes from the hparams (models.sgd_settings).
+ALTERED_GROUPS = {
+    "maximize": lambda group: group.update(maximize=True),
+    "nesterov": lambda group: group.update(nesterov=True),
+    "dampening": lambda group: group.update(dampening=0.5),
+    "momentum": lambda group: group.update(momentum=0.1),
+    "weight-decay": lambda group: group.update(weight_decay=1.0),
+    "momentum-type": lambda group: group.update(momentum="0.9"),
+    "lr-above-hparams": lambda group: group.update(lr=5.0),
+    "lr-negative": lambda group: group.update(lr=-0.1),
+    "without-momentum-dampening-nesterov": lambda group: [group.pop(k) for k in ("momentum", "dampening", "nesterov")],
+    "params-only": lambda group: [group.pop(key) for key in list(group) if key != "params"],
 }
 
 
-@pytest.mark.parametrize("case", TAMPERED_GROUPS, ids=list(TAMPERED_GROUPS))
-def test_an_optimizer_state_that_disagrees_with_the_hparams_is_refused(case, good, synthetic_data_dir, tmp_path):
-    key, value = TAMPERED_GROUPS[case]
-    good["optimizer_state"]["param_groups"][0][key] = value
-    path = saved(tmp_path, "tampered.pt", good)
-    result = run_train(synthetic_data_dir, tmp_path, "--resume", path, "--epochs", "3", "--json")
-    assert result.exit_code == 1
-    one_error(result, str(path), "optimizer_state", key)
-    assert not (tmp_path / "runs").exists()
-    assert evaluate(path, synthetic_data_dir).exit_code == 1
+@pytest.fixture(scope="module")
+def resumed_from_good(concise_momentum, synthetic_data_dir, tmp_path_factory) -> dict:
+    """The checkpoint a resume of the unaltered file to epoch 2 writes, to compare the altered ones with."""
+    folder = tmp_path_factory.mktemp("resumed-good")
+    out = folder / "out.pt"
+    helpers.train_json(synthetic_data_dir, folder, "--resume", concise_momentum, "--epochs", "2", "--checkpoint", out)
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.parametrize("case", ALTERED_GROUPS, ids=list(ALTERED_GROUPS))
+def test_the_optimizer_settings_of_a_resumed_run_are_the_hparams_whatever_the_state_says(
+    case, good, resumed_from_good, synthetic_data_dir, tmp_path
+):
+    ALTERED_GROUPS[case](good["optimizer_state"]["param_groups"][0])
+    path, out = saved(tmp_path, "altered.pt", good), tmp_path / "out.pt"
+    payload = helpers.train_json(synthetic_data_dir, tmp_path, "--resume", path, "--epochs", "2", "--checkpoint", out)
+    assert payload["epochs"] == 2
+    resumed = torch.load(out, weights_only=True)
+    assert resumed["epoch"] == 2
+    group = resumed["optimizer_state"]["param_groups"][0]
+    hparams = Hparams.from_checkpoint(good)
+    assert hparams.momentum == 0.9 and hparams.weight_decay == 0.0
+    settings = {key: group[key] for key in ("momentum", "dampening", "nesterov", "maximize", "weight_decay")}
+    assert settings == {"momentum": 0.9, "dampening": 0, "nesterov": False, "maximize": False, "weight_decay": 0.0}
+    assert group["lr"] == hparams.lr
+    # trained exactly as the unaltered file resumes: same steps, same momentum buffers
+    assert torch.equal(resumed["weight"], resumed_from_good["weight"])
+    assert torch.equal(resumed["bias"], resumed_from_good["bias"])
+    assert helpers.same_checkpoint(resumed["optimizer_state"], resumed_from_good["optimizer_state"])
+    assert not torch.equal(resumed["weight"], good["weight"])  # it did train
 
 
 def test_the_optimizer_is_rebuilt_from_the_hparams_whatever_the_state_says(good):
-    """Defence in depth, below the validation: only the momentum buffers come from the file."""
+    """Only the momentum buffers come from the file; every setting from the hparams."""
     good["optimizer_state"]["param_groups"][0].update(maximize=True, lr=50.0, momentum=0.1, nesterov=True)
     model = model_from_checkpoint(good, CPU)
     group = model.trainer.param_groups[0]
@@ -407,3 +431,85 @@ def test_a_checkpoint_that_is_empty_or_a_directory_is_a_usage_error(value, synth
     assert result.exit_code == 2, result.output
     assert_clean(result)
     assert "--checkpoint" in result.stderr and not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- 8. paths that are no checkpoint file
+
+# Every command that reads a checkpoint, given PATH and the data dir; what it writes goes beside PATH.
+READERS = {
+    "eval": lambda p, data: ["eval", p, "--data-dir", data, "--device", "cpu", "--runs-dir", p.parent],
+    "predict": lambda p, data: ["predict", p, "--data-dir", data, "--device", "cpu", "--out", p.parent / "p.png"],
+    "plot": lambda p, data: ["plot", p, "--out", p.parent / "curves.png"],
+    "train-resume": lambda p, data: ["train", "--resume", p, "--data-dir", data, "--runs-dir", p.parent / "runs"],
+}
+
+
+def run_module(folder: Path, *args) -> subprocess.CompletedProcess:
+    """`python -X importtime -m softmax_cli ARGS` in folder: a fresh interpreter, whose stderr lists every import."""
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "softmax_cli", *map(str, args)],
+        cwd=folder,
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def imported_torch(done: subprocess.CompletedProcess) -> bool:
+    """Whether the -X importtime listing has torch itself (`import time: ... | torch`)."""
+    return any(line.split("|")[-1].strip() == "torch" for line in done.stderr.splitlines() if "|" in line)
+
+
+def error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.lower().startswith("error:")]
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("command", READERS, ids=list(READERS))
+def test_a_symlink_loop_is_called_one_by_every_command(command, synthetic_data_dir, tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop.name)  # `ln -s loop loop`
+    result = invoke(*READERS[command](loop, synthetic_data_dir))
+    assert result.exit_code == 1
+    line = one_error(result, f"{loop} is a symbolic link loop, not a checkpoint file")
+    assert "no such file" not in line and "does not exist" not in line
+    assert os.listdir(tmp_path) == ["loop"]  # nothing written: no run, no picture
+
+
+# Paths eval, predict and plot refuse before importing torch, and the words each refusal has.
+BAD_PATHS = {
+    "missing": (lambda folder: folder / "missing.pt", ["missing.pt: no such file"], "does not exist"),
+    "loop": (lambda folder: (folder / "loop", (folder / "loop").symlink_to("loop"))[0], ["symbolic link loop"], None),
+    "dangling-link": (
+        lambda folder: (folder / "link.pt", (folder / "link.pt").symlink_to("nowhere.pt"))[0],
+        ["link.pt is a symbolic link to nowhere.pt, which does not exist"],
+        None,
+    ),
+    "fifo": (lambda folder: (folder / "pipe.pt", os.mkfifo(folder / "pipe.pt"))[0], ["FIFO", "not a checkpoint"], None),
+}
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("command", ["eval", "predict", "plot"])
+@pytest.mark.parametrize("case", BAD_PATHS, ids=list(BAD_PATHS))
+def test_a_bad_checkpoint_path_is_refused_before_torch_is_imported(command, case, synthetic_data_dir, tmp_path):
+    build, needles, plot_usage_error = BAD_PATHS[case]
+    path = build(tmp_path)
+    done = run_module(tmp_path, *READERS[command](path, synthetic_data_dir))
+    errors = error_lines(done)
+    assert len(errors) == 1, done.stderr[-3000:]
+    if command == "plot" and plot_usage_error:  # a missing argument path is a usage error, as before
+        assert done.returncode == 2 and plot_usage_error in errors[0]
+    else:
+        assert done.returncode == 1
+        assert all(needle in errors[0] for needle in needles), errors[0]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert not imported_torch(done)
+
+
+def test_the_import_probe_sees_torch_where_a_command_needs_it(concise_momentum, synthetic_data_dir, tmp_path):
+    """The control: evaluating a real checkpoint does import torch, and the probe says so."""
+    done = run_module(tmp_path, "eval", concise_momentum, "--data-dir", synthetic_data_dir, "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert imported_torch(done)

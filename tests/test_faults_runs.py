@@ -199,7 +199,7 @@ def test_ctrl_c_during_a_checkpoint_write_never_reports_the_unsaved_epoch(synthe
             raise KeyboardInterrupt
         return real_save(obj, handle, *args, **kwargs)
 
-    monkeypatch.setattr(ckpt.torch, "save", save_interrupted_on_the_second_epoch)
+    monkeypatch.setattr(torch, "save", save_interrupted_on_the_second_epoch)
     target = tmp_path / "c.pt"
     result = run_train(synthetic_data_dir, tmp_path, "--epochs", "5", "--checkpoint", target, "--json")
     monkeypatch.undo()

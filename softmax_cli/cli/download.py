@@ -68,7 +68,9 @@ def download(
             "interrupted; the files already in place are verified, run the command again for the rest", 130
         ) from None
     folder = escape(str(dl.raw_dir(target)))
-    if all(r.status == "present" for r in results):
+    for repair in dl.describe_repairs(results):
+        say(f"[green]Repaired[/]: {escape(repair)}")
+    if all(r.status == dl.STATUS_PRESENT for r in results):
         say(f"All four files already present and valid in {folder}")
     else:
         say(f"[green]Fashion-MNIST ready[/] in {folder}")

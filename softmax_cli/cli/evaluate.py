@@ -76,10 +76,10 @@ def evaluate(
 
     With no CHECKPOINT, the newest run's under --runs-dir; a run folder stands for its checkpoint.
     """
+    path = find_checkpoint(checkpoint, runs_dir, "eval")  # before torch: a bad path costs no import
     from softmax_cli.cli.tables import render_evaluation
     from softmax_cli.evaluation import evaluate_checkpoint, per_class_metrics
 
-    path = find_checkpoint(checkpoint, runs_dir, "eval")
     loaded, torch_device, target = _checkpoint_device_and_data(path, device, data_dir)
     evaluation, model = evaluate_checkpoint(loaded, target, torch_device, batch_size)
     names = loaded["class_names"]
@@ -136,11 +136,11 @@ def predict(
 
     With no CHECKPOINT, the newest run's under --runs-dir; a run folder stands for its checkpoint.
     """
+    path = find_checkpoint(checkpoint, runs_dir, "predict")  # before torch: a bad path costs no import
     from softmax_cli.cli.tables import render_predictions
     from softmax_cli.evaluation import predict_test_examples
     from softmax_cli.pictures.figures import prediction_figure, save_image
 
-    path = find_checkpoint(checkpoint, runs_dir, "predict")
     loaded, torch_device, target = _checkpoint_device_and_data(path, device, data_dir)
     shown = predict_test_examples(loaded, target, torch_device, n, only_wrong)
     names = loaded["class_names"]

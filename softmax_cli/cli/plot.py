@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from rich.markup import escape
 
 from softmax_cli.cli.options import JsonOption, write_image
 from softmax_cli.cli.output import print_json, say
+from softmax_cli.errors import UsageError
 
 
 def plot(
@@ -17,7 +19,6 @@ def plot(
         list[Path],
         typer.Argument(
             metavar="RUN",
-            exists=True,
             show_default=False,
             help="Run folders (runs/<impl>/<run>) or checkpoints; several are overlaid, labelled by what differs.",
         ),
@@ -26,6 +27,14 @@ def plot(
     as_json: JsonOption = False,
 ) -> None:
     """Draw train loss, test loss, train/test (and val) accuracy per epoch, like the book's Animator."""
+    from softmax_cli.runs.checkpoint import check_checkpoint_file
+
+    # Every path before any is read, so a bad one is said at once and costs no torch import.
+    for path in paths:
+        if not os.path.lexists(path):
+            raise UsageError(f"{path} does not exist", "RUN_OR_CHECKPOINT...")
+        if not path.is_dir():
+            check_checkpoint_file(path)  # a symbolic link loop or to nowhere, a FIFO, ...: as eval says it
     from softmax_cli.pictures.figures import save_png, training_curves_figure
     from softmax_cli.runs.histories import label_runs, read_history
 

@@ -221,6 +221,8 @@ class DownloadProgressBar:
             self._task = None
         elif status == "present":
             self._progress.console.print(f"{name} [dim](already present, md5 ok)[/]")
+        elif status == "repaired":
+            self._progress.console.print(f"{name} [dim](md5 ok; its uncompressed file extracted again)[/]")
 
     def note(self, message: str) -> None:
         self._progress.console.print(f"[yellow]{escape(message)}[/]", soft_wrap=True)

@@ -6,6 +6,7 @@ torch, so listing runs is instant.
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated, Optional
@@ -68,8 +69,10 @@ def find_checkpoint(given: Optional[Path], runs_dir: Path, command: str) -> Path
 
     None: the newest run's under runs_dir. A run folder: its checkpoint. A folder of runs:
     its newest run's. A path that does not exist: an error naming the newest checkpoints
-    under runs_dir and the command that takes one.
+    under runs_dir and the command that takes one. A path that is no regular file (a
+    symbolic link loop, ...): checkpoint.check_checkpoint_file's error. Imports no torch.
     """
+    from softmax_cli.runs import checkpoint as ckpt
     from softmax_cli.runs import folders as run_files
 
     verb = VERBS.get(command, "using")
@@ -85,8 +88,10 @@ def find_checkpoint(given: Optional[Path], runs_dir: Path, command: str) -> Path
         return newest[0].checkpoint
     if given.is_dir():
         return _folder_checkpoint(given, runs_dir, command, verb)
-    if not given.exists():
+    if not os.path.lexists(given):
         raise SoftmaxError(f"{given}: no such file; {_newest_hint(runs_dir, command)}")
+    # A symbolic link loop or to nowhere, a FIFO or device: said as loading would, before torch is imported.
+    ckpt.check_checkpoint_file(given)
     return given
 
 

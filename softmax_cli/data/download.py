@@ -34,6 +34,7 @@ from softmax_cli.data.store import (
     STATUS_DOWNLOADED,
     STATUS_IMPORTED,
     STATUS_PRESENT,
+    STATUS_REPAIRED,
     DownloadProgress,
     FileResult,
     LocalWriteError,
@@ -41,6 +42,7 @@ from softmax_cli.data.store import (
     check_md5,
     data_file,
     dataset_present,
+    describe_repairs,
     extract_checked,
     holds_dataset_files,
     import_file,
@@ -57,9 +59,11 @@ __all__ = [
     "STATUS_DOWNLOADED",
     "STATUS_IMPORTED",
     "STATUS_PRESENT",
+    "STATUS_REPAIRED",
     "DownloadProgress",
     "FileResult",
     "dataset_present",
+    "describe_repairs",
     "ensure_dataset",
     "fetch_dataset",
     "holds_dataset_files",
@@ -128,7 +132,8 @@ def fetch_dataset(
     uncompressed_md5s: md5 per uncompressed name for uncompressed imports (default: the
     official table). A file already present and
     verified is reported "present" and left alone unless force; one found wrong is
-    replaced. retries: extra tries per mirror on transient failures. min_rate (bytes/s)
+    replaced: "repaired" when extracted again from its verified .gz (describe_repairs
+    says what was wrong), else downloaded or imported again. retries: extra tries per mirror on transient failures. min_rate (bytes/s)
     and rate_window (s): a mirror slower than that is abandoned (defaults: the module's
     MIN_RATE_BYTES_PER_S and RATE_WINDOW_S). Raises DataError with a one-line message on
     any failure.

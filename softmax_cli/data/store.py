@@ -46,12 +46,14 @@ __all__ = [
     "DownloadProgress",
     "FileResult",
     "dataset_present",
+    "describe_repairs",
     "holds_dataset_files",
 ]
 
 STATUS_PRESENT = "present"
 STATUS_DOWNLOADED = "downloaded"
 STATUS_IMPORTED = "imported"
+STATUS_REPAIRED = "repaired"  # the uncompressed file was wrong or missing: extracted again from its verified .gz
 
 CHUNK_BYTES = 1 << 20
 
@@ -64,7 +66,7 @@ class DownloadProgress(Protocol):
     def advance(self, n_bytes: int) -> None: ...
 
     def file_finished(self, name: str, status: str) -> None:
-        """status: "present" | "downloaded" | "imported"."""
+        """status: "present" | "downloaded" | "imported" | "repaired"."""
 
     def note(self, message: str) -> None:
         """A side remark, e.g. "retrying X after timeout (2/3)"."""
@@ -72,11 +74,19 @@ class DownloadProgress(Protocol):
 
 @dataclass(frozen=True)
 class FileResult:
-    """One file of the dataset: its name, how it got there, and where it came from."""
+    """One file of the dataset: its name, how it got there, and where it came from.
+
+    A "repaired" one also says what was wrong (`problem`), the md5 of what was found in the
+    uncompressed file's place (`found_md5`, None when nothing readable was) and of what is
+    there now (`raw_md5`): describe_repairs tells swapped files apart by them.
+    """
 
     name: str
     status: str
     source: str
+    problem: str | None = None
+    found_md5: str | None = None
+    raw_md5: str | None = None
 
 
 class Rejected(Exception):
@@ -173,16 +183,47 @@ def present_file(
     if _gz_problem(gz_path, gz_md5, stamp) is None and _is_file(gz_path):
         what = f"{problem}; re-extracting it" if problem else f"re-extracting {raw_name}"
         report.note(f"{what} from the verified {gz_name}")
+        found_md5 = (md5_of(raw_path) or None) if status is not None else None  # before it is replaced
         try:
             with data_file(raw_path) as out:
                 raw_md5 = extract_checked(gz_path, out, raw_name, str(gz_path))
         except Rejected:
             return None  # a fresh fetch will say what is wrong
         record_written(stamp, raw_path, raw_md5, gz_md5)
-        return _present_result(folder, gz_name)
+        return FileResult(
+            gz_name, STATUS_REPAIRED, str(gz_path), problem or f"{raw_path} was missing", found_md5, raw_md5
+        )
     if problem:
         report.note(f"{problem}; replacing it")
     return None
+
+
+def describe_repairs(results: Sequence[FileResult]) -> list[str]:
+    """One sentence per repair of a fetch: two files that held each other's content as one swap."""
+    repaired = [result for result in results if result.status == STATUS_REPAIRED]
+    sentences, told = [], set()
+    for result in repaired:
+        if result.name in told:
+            continue
+        told.add(result.name)
+        partner = next(
+            (
+                other
+                for other in repaired
+                if other.name not in told
+                and result.found_md5 is not None
+                and result.found_md5 == other.raw_md5
+                and other.found_md5 == result.raw_md5
+            ),
+            None,
+        )
+        if partner is not None:
+            told.add(partner.name)
+            first, second = uncompressed_name(result.name), uncompressed_name(partner.name)
+            sentences.append(f"{first} and {second} were swapped; both extracted again from their verified .gz files")
+        else:
+            sentences.append(f"{result.problem}; extracted again from the verified {result.name}")
+    return sentences
 
 
 def _gz_problem(gz_path: Path, gz_md5: str, stamp: VerifiedStamp) -> str | None:

@@ -6,7 +6,9 @@ torch.load(weights_only=True, map_location="cpu"): only tensors and plain types
 never run code. Before torch.load sees a file, it must be a regular file (a FIFO would
 block, /dev/zero never end) of at most MAX_CHECKPOINT_BYTES, and a zip archive (what
 torch.save writes) whose entries declare no more than that in all, so neither a huge
-file nor a zip bomb is ever unpacked. Writes are atomic (softmax_cli.atomic), and a
+file nor a zip bomb is ever unpacked. check_checkpoint_file makes the first of these checks
+(a regular file, with stat alone, in the same words) and, as torch is imported only inside
+the functions that read or write, commands run it before they import torch. Writes are atomic (softmax_cli.atomic), and a
 training run claims its checkpoint path first (claim_checkpoint_path): it never
 replaces a file that is not a checkpoint, and two runs never write the same one.
 """
@@ -24,13 +26,15 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from softmax_cli import files
 from softmax_cli.atomic import atomic_write
 from softmax_cli.errors import CheckpointError, CheckpointInUse, UsageError
 from softmax_cli.runs.format import BIAS_SHAPE, FORMAT_NAME, FORMAT_VERSION, WEIGHT_SHAPE, validate
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BIAS_SHAPE",
@@ -39,6 +43,7 @@ __all__ = [
     "MAX_CHECKPOINT_BYTES",
     "WEIGHT_SHAPE",
     "build_checkpoint",
+    "check_checkpoint_file",
     "claim_checkpoint_path",
     "is_checkpoint_file",
     "load_checkpoint",
@@ -73,6 +78,8 @@ def build_checkpoint(
     Raises TypeError if anything in it is not a tensor or plain data (a file that
     torch.load(weights_only=True) could not read back must never be written).
     """
+    import torch
+
     checkpoint = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -97,6 +104,8 @@ def build_checkpoint(
 def _ensure_plain(value: object, where: str) -> None:
     """Only tensors, str/int/float/bool/None, and lists and dicts of them (exact types: an Enum,
     numpy scalar or tuple would not load weights-only, or not as the same type)."""
+    import torch
+
     if isinstance(value, torch.Tensor) or type(value) in _PLAIN_SCALARS:
         return
     if type(value) is list:
@@ -117,6 +126,8 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
     A crash or Ctrl-C mid-write leaves the previous checkpoint untouched and no partial file.
     A folder that cannot be created or written is a CheckpointError naming the path.
     """
+    import torch
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as handle:
@@ -145,10 +156,28 @@ def is_checkpoint_file(path: Path) -> bool:
     return isinstance(raw, dict) and raw.get("format") == FORMAT_NAME
 
 
+def check_checkpoint_file(path: Path) -> None:
+    """Refuse, in one CheckpointError line, a path that cannot be a checkpoint file: missing, a
+    dangling symbolic link or a loop of them, a directory, a FIFO or device, unreadable.
+
+    Looks with stat alone and needs no torch, so a command can call it before importing
+    torch; load_checkpoint makes the same checks, worded the same, through _refusals.
+    """
+    with _refusals(path):
+        files.check_regular_file(path)
+
+
 def _read_file(path: Path) -> bytes:
     """The file's bytes, refusing before reading whatever no checkpoint can be (see softmax_cli.files)."""
-    try:
+    with _refusals(path):
         return files.read_bounded(path, MAX_CHECKPOINT_BYTES)
+
+
+@contextmanager
+def _refusals(path: Path) -> Iterator[None]:
+    """The one wording of why `path` is not a file a checkpoint can be read from (files' errors as CheckpointError)."""
+    try:
+        yield
     except files.NotARegularFile as exc:
         if exc.kind == "directory":
             raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
@@ -169,6 +198,8 @@ def _read_file(path: Path) -> bytes:
 
 
 def _read_weights_only(path: Path) -> object:
+    import torch
+
     data = _read_file(path)
     if not data:
         raise CheckpointError(f"{path} is empty")

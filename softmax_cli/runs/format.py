@@ -13,7 +13,7 @@ which is the book's from-scratch layout; nn.Linear keeps weight.T (10 x 784).
 
 `validate` checks everything eval and resume rely on (types, shapes, dense float32
 tensors with finite values, known hparams choices within config.RANGES, a history of
-plain values, an optimizer state that fits the impl and agrees with the hyperparameters),
+plain values, an optimizer state whose momentum buffers fit the impl),
 so a damaged, foreign or tampered file is one CheckpointError line, never a traceback or a
 silently different training later on. softmax_cli.runs.checkpoint reads and writes the files.
 """
@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from softmax_cli.config import IMPLS, RANGES, Hparams, Range, hparam_problem
 from softmax_cli.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_NAME = "softmax-cli/checkpoint"
 FORMAT_VERSION = 1
@@ -54,6 +56,8 @@ def validate(raw: object, path: Path) -> None:
 
     Replaces every tensor it checks by a canonical copy (see _check_tensor).
     """
+    import torch
+
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         kind = type(raw).__name__
         raise CheckpointError(
@@ -158,24 +162,14 @@ def _check_history(history: object, path: Path) -> None:
         raise CheckpointError(f"{path}: history must be a list of per-epoch dicts of plain values")
 
 
-# torch.optim.SGD's settings that change what a step does, and the value each must have for
-# a run of these hyperparameters (`dampening`, `nesterov` and `maximize` are never used here).
-def _sgd_settings(hparams: Hparams) -> dict[str, object]:
-    return {
-        "momentum": hparams.momentum,
-        "weight_decay": hparams.weight_decay,
-        "dampening": 0,
-        "nesterov": False,
-        "maximize": False,
-    }
-
-
 def _check_optimizer_state(state: object, hparams: Hparams, path: Path) -> dict | None:
-    """None, or the state this impl's load_optimizer_state accepts, in agreement with the hyperparameters.
+    """None, or the state this impl's load_optimizer_state accepts; returns it with canonical buffers.
 
-    A state whose settings disagree with hparams (maximize=True would train uphill) is
-    refused, not quietly followed; the models also rebuild every setting from hparams and
-    take only the momentum buffers from the file. Returns the state with canonical buffers.
+    Only what loading uses is checked: the layout of the state and its momentum buffers
+    (tensors of the parameters' shapes). The optimizer's settings (lr, momentum, weight
+    decay, dampening, nesterov, ...) are never read from the file: the models rebuild every
+    one from the hyperparameters (models.sgd_settings), so a file's param_groups may hold
+    any of them, or none, and a resume still trains as its hparams say.
     """
     if state is None:
         return None
@@ -193,7 +187,8 @@ def _check_optimizer_state(state: object, hparams: Hparams, path: Path) -> dict 
             for buffer, name, shape in zip(buffers, ("weight", "bias"), (WEIGHT_SHAPE, BIAS_SHAPE), strict=True)
         ]
         return state
-    # concise: torch.optim.SGD.state_dict() of nn.Linear(784, 10)'s [weight, bias]
+    # concise: torch.optim.SGD.state_dict() of nn.Linear(784, 10)'s [weight, bias]. Of its
+    # param_groups only `params` matters: it says which state index is the weight, which the bias.
     groups, per_param = state.get("param_groups"), state.get("state")
     if not (
         isinstance(groups, list)
@@ -205,21 +200,6 @@ def _check_optimizer_state(state: object, hparams: Hparams, path: Path) -> dict 
         and all(isinstance(v, dict) and set(v) <= {"momentum_buffer"} for v in per_param.values())
     ):
         raise bad
-    group = groups[0]
-    for key, expected in _sgd_settings(hparams).items():
-        # A key an older torch did not write is fine: the optimizer takes every setting from hparams.
-        if key in group and not (type(group[key]) is type(expected) or _is_number(group[key]) and _is_number(expected)):
-            raise CheckpointError(f"{path}: optimizer_state {key} has an invalid value {_short(group[key])}")
-        if key in group and group[key] != expected:
-            raise CheckpointError(
-                f"{path}: optimizer_state says {key}={_short(group[key])} but the hyperparameters say {expected!r}; "
-                "the file was altered, and resuming it would not continue the same training"
-            )
-    lr = group.get("lr", hparams.lr)
-    if not (_is_number(lr) and 0 <= lr <= hparams.lr):
-        raise CheckpointError(
-            f"{path}: optimizer_state lr {_short(lr)} is outside 0..{hparams.lr:g}, the hyperparameters' range"
-        )
     for index, name, shape in ((0, "weight", WEIGHT_SHAPE[::-1]), (1, "bias", BIAS_SHAPE)):
         buffer = per_param.get(index, {}).get("momentum_buffer")
         if buffer is not None:
@@ -230,6 +210,8 @@ def _check_optimizer_state(state: object, hparams: Hparams, path: Path) -> dict 
 
 
 def _is_dense_cpu_tensor(value: object) -> bool:
+    import torch
+
     return isinstance(value, torch.Tensor) and value.layout == torch.strided and value.device.type == "cpu"
 
 
@@ -241,6 +223,8 @@ def _check_tensor(value: object, name: str, shape: tuple[int, ...], path: Path) 
     The copy drops whatever the file's layout was (strides, a shared or expanded storage,
     a view of a larger one), so in-place training steps and BLAS never meet it.
     """
+    import torch
+
     if not isinstance(value, torch.Tensor):
         raise CheckpointError(f"{path}: {name} is not a tensor")
     if value.layout != torch.strided:
