@@ -23,7 +23,7 @@ import typer
 
 from softmax_cli import __version__
 from softmax_cli.cli import bench, compare, download, evaluate, plot, runs, sweep, train
-from softmax_cli.cli.output import reports_errors
+from softmax_cli.cli.output import prepare_streams, reports_errors
 
 # With torch loaded, the interpreter's last garbage collections walk every object torch made:
 # about 0.2 s of each command's exit. Frozen objects are skipped. Everything the commands write
@@ -43,6 +43,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
+        prepare_streams()
         typer.echo(f"softmax-cli {__version__}")
         raise typer.Exit()
 
@@ -55,6 +56,8 @@ def main(
     ] = False,
 ) -> None:
     """Softmax regression on Fashion-MNIST, from scratch and concisely (Dive into Deep Learning, ch. 3)."""
+    # Before any command starts its work: a closed stdout is refused now, not after training.
+    prepare_streams()
 
 
 COMMANDS = {
