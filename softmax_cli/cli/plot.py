@@ -35,7 +35,8 @@ def plot(
     for label, run in zip(labels, runs, strict=True):
         last = run.history[-1]
         test_acc = "" if last["test_acc"] is None else f", test acc {last['test_acc']:.4f}"
-        say(f"{escape(label)}: {len(run.history)} epochs{test_acc}")
+        if not as_json:  # with --json, the JSON object is the result
+            say(f"{escape(label)}: {len(run.history)} epochs{test_acc}")
     write_image(lambda path: save_png(figure, path), out)
     if as_json:
         print_json({
