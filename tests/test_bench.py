@@ -129,8 +129,8 @@ def test_quick_json_has_the_documented_fields(synthetic_data_dir):
     assert payload["imports"] is None and payload["help"] == [] and payload["targets"] == []
     assert payload["startup"] is None
 
-    # The human table went to stderr.
-    assert "memory loader, scratch" in result.stderr and "s/epoch" in result.stderr
+    # With --json the JSON object alone is the result: no human table on stderr.
+    assert "memory loader, scratch" not in result.stderr and "s/epoch" not in result.stderr
 
 
 def test_workers_zero_collapses_the_book_rows():
