@@ -217,10 +217,13 @@ def test_a_diverging_configuration_drops_out_and_the_others_go_on(synthetic_data
 
 
 def test_diverged_configurations_are_marked_in_the_table_and_the_json(synthetic_data_dir, tmp_path):
+    shown = run_sweep_cli(synthetic_data_dir, tmp_path / "table", "--lr", "0.1,1e37", "--epochs", "1")
+    assert shown.exit_code == 0, shown.output
+    table = shown.stdout
+    assert "diverged" in table and "chosen" in table and "Train it alone: softmax train" in table
     result = run_sweep_cli(synthetic_data_dir, tmp_path, "--lr", "0.1,1e37", "--epochs", "1", "--json")
     assert result.exit_code == 0, result.output
-    table = result.stderr  # with --json the table goes to stderr
-    assert "diverged" in table and "chosen" in table and "Train it alone: softmax train" in table
+    assert "chosen" not in result.stderr  # with --json, no human table
     payload = helpers.only_json(result)
     by_lr = {c["hparams"]["lr"]: c for c in payload["configs"]}
     assert by_lr[1e37]["diverged"] is True and by_lr[1e37]["diverged_epoch"] == 1 and by_lr[1e37]["final"] is None

@@ -31,8 +31,8 @@ def test_train_json_is_the_only_stdout_and_matches_the_run(synthetic_data_dir, t
     assert log_dir.parent == tmp_path / "runs" / "concise"
     assert Path(payload["checkpoint"]) == log_dir / "checkpoint.pt"
     assert payload["hparams"]["lr"] == 0.1 and payload["hparams"]["seed"] == 326
-    # The human table went to stderr.
-    assert "train loss" in result.stderr and "tensorboard --logdir" in result.stderr
+    # The JSON object is the whole result: no human table, no hints beside it.
+    assert "train loss" not in result.stderr and "tensorboard --logdir" not in result.stderr
 
 
 def test_tensorboard_run_holds_the_tags_and_runs_never_mix(synthetic_data_dir, tmp_path):

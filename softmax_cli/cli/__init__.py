@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import sys
 from typing import Annotated
 
 # OpenMP's worker threads spin while they wait for work; beside one busy process on 2 cores
@@ -24,7 +25,7 @@ import typer
 from softmax_cli import __version__
 from softmax_cli.cli import bench, compare, download, evaluate, plot, runs, sweep, train
 from softmax_cli.cli.helptext import HelpCommand, epilog
-from softmax_cli.cli.output import reports_errors
+from softmax_cli.cli.output import prepare_streams, reader_gone, reports_errors
 
 # With torch loaded, the interpreter's last garbage collections walk every object torch made:
 # about 0.2 s of each command's exit. Frozen objects are skipped. Everything the commands write
@@ -52,7 +53,12 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"softmax-cli {__version__}")
+        prepare_streams()
+        try:
+            typer.echo(f"softmax-cli {__version__}")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise reader_gone() from None
         raise typer.Exit()
 
 
@@ -64,6 +70,8 @@ def main(
     ] = False,
 ) -> None:
     """Softmax regression on Fashion-MNIST, from scratch and concisely (Dive into Deep Learning, ch. 3)."""
+    # Before any command starts its work: a closed stdout is refused now, not after training.
+    prepare_streams()
 
 
 COMMANDS = {

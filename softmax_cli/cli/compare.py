@@ -94,7 +94,9 @@ def compare(
             finished.__exit__(None, None, None)
         displays.clear()
         # Each side's epochs are progress here (stderr); the comparison table is the result.
-        display = TrainingDisplay(console, console, label=f"{impl}, seed {hparams.seed}:")
+        # With --json, progress is for a terminal only.
+        rows = console if console.is_terminal or not as_json else results_console(as_json)
+        display = TrainingDisplay(console, rows, label=f"{impl}, seed {hparams.seed}:")
         display.__enter__()
         displays.append(display)
         return [display]

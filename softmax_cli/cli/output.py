@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import io
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -20,19 +22,86 @@ from softmax_cli.errors import SoftmaxError, UsageError
 from softmax_cli.runs.folders import json_safe
 
 # The stdout/stderr contract. Results a user would keep, pipe or grep (the tables of eval,
-# predict, compare, runs and bench, train's per-epoch rows) go to stdout; progress bars and
-# notes go to `console`, on stderr. With --json the JSON object alone is the result on stdout
-# and the human result moves to stderr, where a person still sees it.
+# predict, compare, runs and bench, train's header, per-epoch rows and checkpoint line) go to
+# stdout; progress bars and notes go to `console`, on stderr. With --json the JSON object alone
+# is the result on stdout, and the human result is not printed: stderr keeps progress (on a
+# terminal only), warnings and errors.
+
+
+class OutputConsole(Console):
+    """A Rich Console whose closed pipe is a BrokenPipeError, for reports_errors to end quietly.
+
+    Rich's own answer to a closed pipe is SystemExit(1), which would pass for a failure, and
+    would cut short a training run instead of stopping it cleanly (cli/train.py).
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # what is still buffered is dropped, never written again
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
 # No automatic highlighting: numbers and paths in messages keep the colour they are given.
-console = Console(stderr=True, highlight=False)
+console = OutputConsole(stderr=True, highlight=False)
+
+# Off a terminal (a file, a pipe) nothing reads the width: lines are not hard-wrapped at 80
+# columns, so `softmax eval > eval.txt; grep 'batch size' eval.txt` finds the line whole.
+# $COLUMNS, when set, still gives the width.
+UNWRAPPED_WIDTH = 10_000
+
+# Spaces (and the colour resets after them, under FORCE_COLOR) at the end of a line.
+_TRAILING_SPACES = re.compile(r"[ \t]+((?:\x1b\[[0-9;]*m)*)(?=\n)")
+
+
+class TrimmedLines:
+    """A text stream that drops the spaces Rich pads table lines with at their ends.
+
+    The spaces at the end of one write are held back until the next shows whether a line
+    break follows them.
+    """
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.held = ""
+
+    def write(self, text: str) -> int:
+        text = _TRAILING_SPACES.sub(r"\1", self.held + text)
+        kept = text.rstrip(" \t")
+        self.held = text[len(kept) :]
+        self.stream.write(kept)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)  # encoding, isatty, fileno, ...
 
 
 def results_console(as_json: bool = False) -> Console:
-    """Where a command's human result goes: stdout, or stderr's `console` when --json has stdout.
+    """Where a command's human result goes: stdout; with --json, nowhere (the JSON object is the result).
 
     A fresh stdout Console per command, so it measures the terminal (or $COLUMNS) of this run.
     """
-    return console if as_json else Console(highlight=False)
+    if as_json:
+        return OutputConsole(file=io.StringIO(), quiet=True)
+    if sys.stdout.isatty():
+        return OutputConsole(highlight=False)
+    width = None if os.environ.get("COLUMNS", "").strip().isdigit() else UNWRAPPED_WIDTH
+    return OutputConsole(file=TrimmedLines(sys.stdout), highlight=False, width=width)
+
+
+def prepare_streams() -> None:
+    """Before any work: output that survives any encoding, and a closed stdout refused at once.
+
+    PYTHONIOENCODING=ascii (or a C locale) must not turn a run name into a traceback: a
+    character the encoding lacks is written as its escape (\\u00e9). A command started with
+    stdout closed (`softmax train >&-`) could not show its result: it stops before training.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
+    if sys.stdout is None:
+        raise fail("standard output is closed")
 
 
 def say(markup: str) -> None:
@@ -64,6 +133,9 @@ def printable(text: str) -> str:
 # What a command exits with after Ctrl-C; reports_errors makes it 128 + the number of the
 # signal that stopped it (143 for SIGTERM, 129 for SIGHUP), as a shell reports a signal.
 INTERRUPTED = 130
+# The reader of stdout left (`| head -1`): the status a shell shows for a tool SIGPIPE ended.
+SIGPIPE = getattr(signal, "SIGPIPE", 13)
+READER_GONE = 128 + SIGPIPE
 # The signals that stop a command as Ctrl-C does (softmax_cli.stops says how).
 _STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
@@ -99,8 +171,9 @@ def reports_errors(command):
     """The one user-error path, around every command.
 
     A SoftmaxError from the body becomes one `error:` line and exit 1 (a UsageError: a usage
-    error, exit 2); a stop (Ctrl-C, SIGTERM, SIGHUP) exits 128 + its signal's number; a stdout
-    that cannot be written (a closed pipe, a full disk) is one line on stderr and exit 1.
+    error, exit 2); a stop (Ctrl-C, SIGTERM, SIGHUP) exits 128 + its signal's number; a reader
+    that closed the pipe early (`| head -1`) ends the command quietly with 141, as SIGPIPE ends
+    other tools; a stdout that cannot be written (a full disk) is one line on stderr and exit 1.
     """
 
     @functools.wraps(command)
@@ -114,7 +187,11 @@ def reports_errors(command):
                 raise typer.BadParameter(str(exc), param_hint=exc.option) from None
             except SoftmaxError as exc:
                 raise fail(str(exc)) from None
+            except BrokenPipeError:
+                raise reader_gone() from None
             except KeyboardInterrupt:
+                if stops.received() == SIGPIPE:
+                    raise reader_gone() from None
                 raise fail("interrupted", code=stop_exit_code()) from None
             except typer.Exit as exc:
                 if exc.exit_code == INTERRUPTED:
@@ -134,9 +211,7 @@ _OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EFBIG, getattr(err
 
 
 def _stdout_broken(exc: OSError) -> bool:
-    """Whether exc came from writing stdout (a Rich table or JSON): a closed pipe, a full disk, ..."""
-    if isinstance(exc, BrokenPipeError):
-        return True
+    """Whether exc came from writing stdout (a Rich table or JSON): a full disk, a vanished device, ..."""
     try:
         sys.stdout.flush()
     except (OSError, ValueError):
@@ -144,18 +219,37 @@ def _stdout_broken(exc: OSError) -> bool:
     return exc.filename is None and exc.errno in _OUTPUT_ERRNOS
 
 
-def _stdout_failed(exc: OSError) -> typer.Exit:
-    """Report an unwritable stdout in one line on stderr; exit 1.
-
-    Python's documented recipe for a closed pipe (the signal module's note on SIGPIPE):
+def _stdout_to_devnull() -> None:
+    """Python's documented recipe for a closed pipe (the signal module's note on SIGPIPE):
     point stdout at devnull, so the interpreter's final flush of what is still buffered
-    cannot fail again at exit with a second, unreported error.
-    """
+    cannot fail again at exit with a second, unreported error."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    reason = "the pipe was closed by its reader" if isinstance(exc, BrokenPipeError) else exc.strerror or str(exc)
+
+
+def reader_gone() -> typer.Exit:
+    """The reader of stdout closed the pipe (`softmax runs | head -1`): that is normal, not an
+    error. No message; exit 141, as for a tool that SIGPIPE ended."""
+    _stdout_to_devnull()
+    return typer.Exit(READER_GONE)
+
+
+def stop_as_reader_gone() -> None:
+    """The reader of stdout left while training: stop the run as SIGPIPE would, like Ctrl-C.
+
+    The stop comes as every stop does (softmax_cli.stops): right away, or at the end of the
+    epoch being saved; the run is recorded as interrupted and the command exits 141.
+    """
+    _stdout_to_devnull()
+    stops.request_stop(SIGPIPE, None)
+
+
+def _stdout_failed(exc: OSError) -> typer.Exit:
+    """Report an unwritable stdout in one line on stderr; exit 1."""
+    _stdout_to_devnull()
+    reason = exc.strerror or str(exc)
     try:
         return fail(f"cannot write the output to stdout: {reason}")
     except OSError:  # stderr is gone too: the exit status is all that is left
@@ -168,5 +262,7 @@ def print_json(payload: dict) -> None:
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
+    except BrokenPipeError:
+        raise reader_gone() from None
     except OSError as exc:
         raise _stdout_failed(exc) from None

@@ -32,7 +32,7 @@ def plot(
     # Every path before any is read, so a bad one is said at once and costs no torch import.
     for path in paths:
         if not os.path.lexists(path):
-            raise UsageError(f"{path} does not exist", "RUN_OR_CHECKPOINT...")
+            raise UsageError(f"{path} does not exist", "RUN")
         if not path.is_dir():
             check_checkpoint_file(path)  # a symbolic link loop or to nowhere, a FIFO, ...: as eval says it
     from softmax_cli.pictures.figures import save_png, training_curves_figure
@@ -44,7 +44,8 @@ def plot(
     for label, run in zip(labels, runs, strict=True):
         last = run.history[-1]
         test_acc = "" if last["test_acc"] is None else f", test acc {last['test_acc']:.4f}"
-        say(f"{escape(label)}: {len(run.history)} epochs{test_acc}")
+        if not as_json:  # with --json, the JSON object is the result
+            say(f"{escape(label)}: {len(run.history)} epochs{test_acc}")
     write_image(lambda path: save_png(figure, path), out)
     if as_json:
         print_json({

@@ -282,20 +282,25 @@ def progress_bars(console: Console) -> Progress:
 
 
 class TrainingDisplay:
-    """Progress bars on `console` (stderr; shown on a terminal only, gone at the end) and one row per
-    finished epoch on `rows` (stdout for `train`, so `softmax train > log.txt` keeps one line per epoch).
+    """Progress bars on `console` (stderr; shown on a terminal only, gone at the end), and the run's
+    settings then one row per finished epoch on `rows` (stdout for `train`, so `softmax train > log.txt`
+    keeps the header and one line per epoch).
 
     Implements training.TrainingCallbacks (duck-typed so this module does not import torch).
     label: a one-line title to print at the start instead of the run's full settings.
+    reader_gone: called instead of raising when `rows` is a pipe its reader closed (`| head -2`).
     """
 
-    def __init__(self, console: Console, rows: Console, label: str = "") -> None:
+    def __init__(
+        self, console: Console, rows: Console, label: str = "", reader_gone: Optional[Callable[[], None]] = None
+    ) -> None:
         # stdout and stderr on one terminal: a row printed to stdout would land in the middle of the
         # bars Rich redraws on stderr, so it goes through the bars' console, which prints it above
         # them (on the same screen). Redirected, the rows go to stdout as asked.
         if rows.is_terminal and console.is_terminal:
             rows = console
         self.console, self.rows, self.label = console, rows, label
+        self.reader_gone = reader_gone
         self.printer: Optional[RowPrinter] = None
         self.with_validation = False
         self.progress = progress_bars(console)
@@ -315,18 +320,15 @@ class TrainingDisplay:
         hparams = plan.hparams
         self.with_validation = bool(hparams.val_split)
         if self.label:
-            self.console.print(self.label, soft_wrap=True)
+            self.show(self.label)
         else:
             verb = f"Resuming from epoch {plan.start_epoch}:" if plan.start_epoch else "Training"
-            self.console.print(
-                f"{verb} {hparams.impl} on {plan.device}, {describe_settings(hparams.as_dict())}", soft_wrap=True
-            )
+            self.show(f"{verb} {hparams.impl} on {plan.device}, {describe_settings(hparams.as_dict())}")
         validation = getattr(plan, "validation_examples", 0)
         if validation:
-            self.console.print(
+            self.show(
                 f"--val-split {hparams.val_split:g}: training on {plan.train_examples:,} images, "
-                f"validating on {validation:,} held out from the train split",
-                soft_wrap=True,
+                f"validating on {validation:,} held out from the train split"
             )
         columns = [c for c in EPOCH_COLUMNS if c.header != "val acc" or self.with_validation]
         sample = [str(hparams.epochs), "0.0000", "0.0000", "0.0000", "0.0000", "10,000,000", "100.00"]
@@ -344,12 +346,24 @@ class TrainingDisplay:
         if self.with_validation:
             cells.append(f"{metrics.val_acc:.4f}")
         cells += [f"{metrics.test_acc:.4f}", _fmt_rate(metrics.examples_per_s), f"{metrics.seconds:.2f}"]
-        self.printer.row(cells)
+        self._reading(lambda: self.printer.row(cells))
         self.progress.advance(self.epoch_task)
         self.progress.reset(self.batch_task)
 
     def on_train_end(self, result, model) -> None:
         pass
+
+    def show(self, markup: str) -> None:
+        """A line of prose above the rows, wrapped between words at the console's width."""
+        self._reading(lambda: self.rows.print(markup))
+
+    def _reading(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except BrokenPipeError:
+            if self.reader_gone is None:
+                raise
+            self.reader_gone()
 
 
 # --------------------------------------------------------------------------- softmax sweep

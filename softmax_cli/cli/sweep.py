@@ -170,9 +170,10 @@ def _write_results(result, plot, data_dir, target, device: str, as_json: bool, t
     render_sweep(results_console(as_json), payload, top)
     write_image(lambda path: plot_val_acc_vs_lr(result.configs, result.best, path), result.plot)
     body.write_sweep_json(payload, result.run_dir)
-    if result.checkpoint is not None:
-        say(f"Checkpoint of the chosen configuration: {escape(str(result.checkpoint))}")
-    say(f"TensorBoard: tensorboard --logdir {escape(str(result.run_dir))}")
+    if not as_json:  # with --json, the JSON object says both
+        if result.checkpoint is not None:
+            say(f"Checkpoint of the chosen configuration: {escape(str(result.checkpoint))}")
+        say(f"TensorBoard: tensorboard --logdir {escape(str(result.run_dir))}")
     return payload
 
 

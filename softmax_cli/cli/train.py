@@ -34,7 +34,7 @@ from softmax_cli.cli.options import (
     path_value,
     resolve_device_or_usage_error,
 )
-from softmax_cli.cli.output import console, print_json, results_console, say
+from softmax_cli.cli.output import console, print_json, results_console, say, stop_as_reader_gone
 from softmax_cli.config import default_workers
 from softmax_cli.data.paths import resolve_data_dir
 
@@ -181,7 +181,8 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
     from softmax_cli.runs.folders import CHECKPOINT_NAME, RunSummaryWriter, make_run_dir
 
     new_folders = [folder for folder in (runs_dir, runs_dir / hparams.impl) if not folder.exists()]
-    display = TrainingDisplay(console, results_console(as_json))
+    # The reader of stdout leaving (`softmax train | head -2`) stops the run as Ctrl-C does.
+    display = TrainingDisplay(console, results_console(as_json), reader_gone=stop_as_reader_gone)
 
     def warn(message: str) -> None:
         say(f"[yellow]warning:[/] {escape(message)}")
@@ -215,10 +216,16 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
         logs = f"TensorBoard: {command}"
         if tensorboard.failure:
             logs = f"TensorBoard (incomplete, logging stopped: {escape(tensorboard.failure)}): {command}"
-        say(
+        # The checkpoint line ends the result (stdout: `softmax train > log.txt` keeps it); with
+        # --json the JSON object says it all, and the hints are for a person reading the result.
+        # Training has ended: a reader gone by now is reported by reports_errors (exit 141).
+        display.rows.print(
             f"[green]Done[/]: test acc {last['test_acc']:.4f}, train loss {last['train_loss']:.4f}. "
-            f"Checkpoint: {escape(str(result.checkpoint))}\nEvaluate it: {escape(evaluate)}\n{logs}"
+            f"Checkpoint: {escape(str(result.checkpoint))}",
+            soft_wrap=True,
         )
+        if not as_json:
+            say(f"Evaluate it: {escape(evaluate)}\n{logs}")
     return result
 
 

@@ -133,7 +133,8 @@ def fetch_dataset(
     official table). A file already present and
     verified is reported "present" and left alone unless force; one found wrong is
     replaced: "repaired" when extracted again from its verified .gz (describe_repairs
-    says what was wrong), else downloaded or imported again. retries: extra tries per mirror on transient failures. min_rate (bytes/s)
+    says what was wrong), else downloaded or imported again. retries: extra tries per mirror
+    on transient failures. min_rate (bytes/s)
     and rate_window (s): a mirror slower than that is abandoned (defaults: the module's
     MIN_RATE_BYTES_PER_S and RATE_WINDOW_S). Raises DataError with a one-line message on
     any failure.

@@ -8,7 +8,8 @@ block, /dev/zero never end) of at most MAX_CHECKPOINT_BYTES, and a zip archive (
 torch.save writes) whose entries declare no more than that in all, so neither a huge
 file nor a zip bomb is ever unpacked. check_checkpoint_file makes the first of these checks
 (a regular file, with stat alone, in the same words) and, as torch is imported only inside
-the functions that read or write, commands run it before they import torch. Writes are atomic (softmax_cli.atomic), and a
+the functions that read or write, commands run it before they import torch. Writes are
+atomic (softmax_cli.atomic), and a
 training run claims its checkpoint path first (claim_checkpoint_path): it never
 replaces a file that is not a checkpoint, and two runs never write the same one.
 """
