@@ -12,9 +12,9 @@ the latest result. Nothing here prints.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 
+from softmax_cli.errors import CheckpointError
 from softmax_cli.runs import folders as runs
 from softmax_cli.sweep import search
 from softmax_cli.sweep.report import plot_val_acc_vs_lr, write_tensorboard_run
@@ -89,7 +89,6 @@ def _reason(exc: Exception) -> str:
     """Why a write failed, without the path the warning names already."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    text = describe_failure(exc)
-    with suppress(ValueError):
-        text = text[text.rindex(": ") + 2 :] if "cannot write" in text else text
-    return text
+    if isinstance(exc, CheckpointError):  # "cannot write the checkpoint PATH: REASON"
+        return str(exc).rsplit(": ", 1)[-1]
+    return describe_failure(exc)
