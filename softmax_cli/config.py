@@ -63,6 +63,23 @@ RANGES: dict[str, Range] = {
     "val_split": Range(0, 1, high_open=True),
 }
 
+
+def parse_number(text: str, whole: bool = False) -> int | float:
+    """The one reading of a number typed on the command line: `train`'s options and `sweep`'s lists alike.
+
+    Python's int() (whole) or float() of the text, surrounding spaces aside, in ASCII only: those
+    would also read other scripts' digits ('٠.١' as 0.1), which nothing else in a command takes.
+    Raises ValueError saying what was expected; the range is checked apart (RANGES).
+    """
+    stripped = text.strip()
+    if stripped.isascii():
+        try:
+            return int(stripped) if whole else float(stripped)
+        except ValueError:
+            pass
+    raise ValueError(f"{text!r} is not a whole number" if whole else f"{text!r} is not a number")
+
+
 # The settings a preset fixes; any option given explicitly overrides its preset value.
 PRESETS: dict[str, dict[str, object]] = {
     # Dive into Deep Learning, chapter 3: batch 256, lr 0.1, plain SGD, raw pixels in [0, 1].

@@ -20,7 +20,18 @@ import typer
 from rich.markup import escape
 
 from softmax_cli.cli.output import console, fail, say
-from softmax_cli.config import FLOAT32_MAX, IMPLS, INT64_MAX, LOADERS, PRESETS, RANGES, SCHEDULES, Hparams, Range
+from softmax_cli.config import (
+    FLOAT32_MAX,
+    IMPLS,
+    INT64_MAX,
+    LOADERS,
+    PRESETS,
+    RANGES,
+    SCHEDULES,
+    Hparams,
+    Range,
+    parse_number,
+)
 from softmax_cli.data.paths import DATA_DIR_ENV, expand_user
 from softmax_cli.errors import DataError
 
@@ -38,6 +49,22 @@ def within(allowed: Range):
         return value
 
     return check
+
+
+def number_value(value) -> float:
+    """The parser of number options: config.parse_number, the reading sweep's lists share."""
+    try:
+        return parse_number(str(value))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def whole_number_value(value) -> int:
+    """The parser of whole-number options: config.parse_number, the reading sweep's lists share."""
+    try:
+        return parse_number(str(value), whole=True)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def checked(name: str):
@@ -264,6 +291,7 @@ ImplOption = Annotated[
 EpochsOption = Annotated[
     Optional[int],
     typer.Option(
+        parser=whole_number_value,
         callback=checked("epochs"),
         metavar="N",
         show_default=False,
@@ -273,6 +301,7 @@ EpochsOption = Annotated[
 LrOption = Annotated[
     Optional[float],
     typer.Option(
+        parser=number_value,
         callback=checked("lr"),
         metavar="X",
         help="Learning rate." + default_note("lr", "; tuned preset 0.05"),
@@ -282,6 +311,7 @@ LrOption = Annotated[
 BatchSizeOption = Annotated[
     Optional[int],
     typer.Option(
+        parser=whole_number_value,
         callback=checked("batch_size"),
         metavar="N",
         help="Minibatch size." + default_note("batch_size"),
@@ -291,6 +321,7 @@ BatchSizeOption = Annotated[
 WorkersOption = Annotated[
     Optional[int],
     typer.Option(
+        parser=whole_number_value,
         callback=checked("workers"),
         metavar="N",
         show_default=False,
@@ -310,6 +341,7 @@ LoaderOption = Annotated[
 SeedOption = Annotated[
     Optional[int],
     typer.Option(
+        parser=whole_number_value,
         callback=checked("seed"),
         metavar="N",
         show_default=False,
@@ -341,6 +373,7 @@ PresetOption = Annotated[
 MomentumOption = Annotated[
     Optional[float],
     typer.Option(
+        parser=number_value,
         callback=checked("momentum"),
         metavar="X",
         help="SGD momentum, in [0, 1)." + default_note("momentum"),
@@ -350,6 +383,7 @@ MomentumOption = Annotated[
 WeightDecayOption = Annotated[
     Optional[float],
     typer.Option(
+        parser=number_value,
         callback=checked("weight_decay"),
         metavar="X",
         help="L2 weight decay." + default_note("weight_decay"),
@@ -376,6 +410,7 @@ StandardizeOption = Annotated[
 ValSplitOption = Annotated[
     Optional[float],
     typer.Option(
+        parser=number_value,
         callback=checked("val_split"),
         metavar="X",
         show_default=False,

@@ -448,6 +448,8 @@ class SweepDisplay:
             line += f"; [yellow]{diverged} diverged[/]"
         self.progress.console.print(line, soft_wrap=True)
 
+    def on_results(self, result) -> None: ...
+
 
 def render_sweep(console: Console, payload: dict, top: int | None = None) -> None:
     """The ranked table, then the chosen configuration and the command that reproduces it alone."""

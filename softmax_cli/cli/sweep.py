@@ -14,12 +14,17 @@ from softmax_cli.cli.options import (
     JsonOption,
     PresetOption,
     StandardizeOption,
+    check_image_path,
+    checked,
     default_note,
     ensure_data,
+    folder_value,
     given_options,
+    number_value,
+    path_value,
     resolve_device_or_usage_error,
+    whole_number_value,
     within,
-    write_image,
 )
 from softmax_cli.cli.output import console, fail, print_json, results_console, say
 from softmax_cli.config import RANGES, Range
@@ -66,7 +71,8 @@ def sweep(
     epochs: Annotated[
         Optional[int],
         typer.Option(
-            callback=within(Range(RANGES["epochs"].low)),
+            parser=whole_number_value,
+            callback=checked("epochs"),
             metavar="N",
             show_default=False,
             help="Epochs of every configuration." + default_note("epochs"),
@@ -75,6 +81,7 @@ def sweep(
     val_split: Annotated[
         float,
         typer.Option(
+            parser=number_value,
             callback=_positive_val_split,
             metavar="X",
             help="Fraction of the train split held out (seeded) to choose the best configuration on.",
@@ -87,6 +94,7 @@ def sweep(
     runs_dir: Annotated[
         Path,
         typer.Option(
+            parser=folder_value,
             metavar="DIR",
             help="The sweep goes to RUNS_DIR/sweep/<timestamp>-<tag>/, one TensorBoard run per config.",
         ),
@@ -94,15 +102,22 @@ def sweep(
     plot: Annotated[
         Optional[Path],
         typer.Option(
+            parser=path_value,
+            callback=check_image_path,
             metavar="FILE",
-            help="Where to write the PNG of val acc vs lr. [default: <sweep folder>/val_acc_vs_lr.png]",
+            help="Where to write the figure of val acc vs lr (.png, .jpg or .jpeg). "
+            "[default: <sweep folder>/val_acc_vs_lr.png]",
             show_default=False,
         ),
     ] = None,  # fmt: skip
     top: Annotated[
         Optional[int],
         typer.Option(
-            callback=within(Range(1)), metavar="N", show_default=False, help="Show only the best N rows. [default: all]"
+            parser=whole_number_value,
+            callback=within(Range(1)),
+            metavar="N",
+            show_default=False,
+            help="Show only the best N rows. [default: all]",
         ),
     ] = None,
     as_json: JsonOption = False,
@@ -113,7 +128,8 @@ def sweep(
     Configurations with the same batch size and seed see the same batches and train together;
     each equals its own `softmax train --impl scratch` with the same settings.
     """
-    from softmax_cli.sweep.grid import build_configs, estimate_memory, group_configs, memory_refusal
+    from softmax_cli import stops
+    from softmax_cli.sweep.grid import build_configs, estimate_memory, group_configs, memory_refusal, train_command
 
     lists = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "schedule": schedule,
              "batch_size": batch_size, "seed": seed}  # fmt: skip
@@ -130,59 +146,77 @@ def sweep(
     estimate = estimate_memory(configs, group_configs(configs), body.available_memory(torch_device))
     if not estimate.fits:
         raise fail(memory_refusal(estimate, str(torch_device)))
+    from softmax_cli.sweep.saving import SweepFiles
+    from softmax_cli.training import check_validation_split
+
     target = resolve_data_dir(data_dir)
     try:
         ensure_data(target)
+        check_validation_split(configs[0], target)  # every configuration has the same --val-split
     except KeyboardInterrupt:
         raise fail("interrupted; nothing was written", code=130) from None
-    result = _run(configs, target, runs_dir, torch_device)
+    given_dir = None if data_dir is None else str(target)
+    given_device = None if device == "auto" else device
+
+    def payload_of(result) -> dict:
+        reproduce = None if result.best is None else train_command(result.best.hparams, given_dir, given_device)
+        return result.as_dict(reproduce)
+
+    files = SweepFiles(payload_of, lambda message: say(f"[yellow]warning:[/] {escape(message)}"))
+    result = _run(configs, target, runs_dir, torch_device, files)
     if not result.configs:
         raise fail("interrupted before the first group finished; nothing was written", code=130)
 
+    # The last writes end as a whole, as each group's did: a stop meanwhile waits for them; after
+    # them a stop is only recorded (what is left is the table and the exit status, which say it).
+    stopped_while_writing = False
     try:
-        payload = _write_results(result, plot, data_dir, target, device, as_json, top)
+        with stops.uninterrupted():
+            result.plot = plot or result.run_dir / "val_acc_vs_lr.png"
+            if not files.plot(result, result.plot):
+                result.plot = None
+            files.save(result, "interrupted" if result.interrupted else "finished")
     except KeyboardInterrupt:
-        raise fail(f"interrupted while writing the results into {result.run_dir}", code=130) from None
+        stopped_while_writing = True
+    stops.closing()
+    payload = payload_of(result)
+    _report(result, payload, files, as_json, top)
     if result.best is None:
         raise fail("every configuration diverged; try smaller --lr values (or smaller --momentum, --weight-decay)")
     if as_json:
         print_json(payload)
-    if result.interrupted:
-        say("[yellow]Interrupted[/]: the table holds the groups that finished")
+    if result.interrupted or stopped_while_writing or stops.received() is not None:
+        say("[yellow]Interrupted[/]: the table holds the groups that finished; their results are written")
         raise typer.Exit(130)
+    if files.failed:
+        unwritten = ", ".join(str(path) for path in files.failed)
+        raise fail(f"the sweep finished, but these results could not be written: {unwritten}")
 
 
-def _write_results(result, plot, data_dir, target, device: str, as_json: bool, top) -> dict:
-    """The checkpoint, the table (with the command that reproduces the choice), the figure, sweep.json."""
+def _report(result, payload: dict, files, as_json: bool, top) -> None:
+    """The table (with the command that reproduces the choice), then where the files are."""
     from softmax_cli.cli.render import render_sweep
-    from softmax_cli.sweep import search as body
-    from softmax_cli.sweep.grid import train_command
-    from softmax_cli.sweep.report import plot_val_acc_vs_lr
 
-    body.save_best(result)
-    result.plot = plot or result.run_dir / "val_acc_vs_lr.png"
-    reproduce = None
-    if result.best is not None:
-        given_dir = None if data_dir is None else str(target)
-        reproduce = train_command(result.best.hparams, given_dir, None if device == "auto" else device)
-    payload = result.as_dict(reproduce)
     # The ranked table is the result: on stdout, unless --json has stdout for the JSON object.
     render_sweep(results_console(as_json), payload, top)
-    write_image(lambda path: plot_val_acc_vs_lr(result.configs, result.best, path), result.plot)
-    body.write_sweep_json(payload, result.run_dir)
-    if not as_json:  # with --json, the JSON object says both
-        if result.checkpoint is not None:
-            say(f"Checkpoint of the chosen configuration: {escape(str(result.checkpoint))}")
-        say(f"TensorBoard: tensorboard --logdir {escape(str(result.run_dir))}")
-    return payload
+    if result.plot is not None:
+        say(f"Wrote {escape(str(result.plot))}")
+    if as_json:  # the JSON object says where the checkpoint and the runs are
+        return
+    if result.checkpoint is not None:
+        say(f"Checkpoint of the chosen configuration: {escape(str(result.checkpoint))}")
+    command = f"tensorboard --logdir {escape(str(result.run_dir))}"
+    if files.tensorboard_failure:
+        say(f"TensorBoard (incomplete, logging stopped: {escape(files.tensorboard_failure)}): {command}")
+    else:
+        say(f"TensorBoard: {command}")
 
 
-def _run(configs, data_dir: Path, runs_dir: Path, device):
-    """Create the sweep's folder and train the grid with the progress display and TensorBoard."""
+def _run(configs, data_dir: Path, runs_dir: Path, device, files):
+    """Create the sweep's folder and train the grid with the progress display, writing each group's results."""
     from softmax_cli.cli.render import SweepDisplay, count
     from softmax_cli.runs.folders import make_run_dir
     from softmax_cli.sweep.grid import group_configs, varying
-    from softmax_cli.sweep.report import SweepTensorBoard
     from softmax_cli.sweep.search import run_sweep
     from softmax_cli.training import CallbackList
 
@@ -195,7 +229,7 @@ def _run(configs, data_dir: Path, runs_dir: Path, device):
     display = SweepDisplay(console, len(configs), varying(configs))
     try:
         with display:
-            result = run_sweep(configs, data_dir, device, run_dir, CallbackList([display, SweepTensorBoard()]))
+            result = run_sweep(configs, data_dir, device, run_dir, CallbackList([display, files]))
     except BaseException:
         _remove_if_empty(run_dir)
         raise

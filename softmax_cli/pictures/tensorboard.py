@@ -182,7 +182,7 @@ class TensorBoardLogger(TrainingCallbacks):
         self.plan = plan
         self.class_names = tuple(class_names())
         self._writer_class = SummaryWriter
-        _quiet_writer_thread_failures()
+        quiet_writer_thread_failures()
 
     def _open(self):
         # Lazily, so a run that completes no epoch (interrupted, diverged) leaves no event file.
@@ -227,7 +227,7 @@ class TensorBoardLogger(TrainingCallbacks):
             self.close()  # also when a stop or a failed write cut the above short
 
 
-def _quiet_writer_thread_failures() -> None:
+def quiet_writer_thread_failures() -> None:
     """Keep a failed write in TensorBoard's writer thread from printing a thread traceback.
 
     The writer thread stores its exception and re-raises it in the thread that writes or

@@ -14,7 +14,7 @@ import os
 import shlex
 from dataclasses import dataclass
 
-from softmax_cli.config import RANGES, SCHEDULES, Hparams, resolve_hparams
+from softmax_cli.config import RANGES, SCHEDULES, Hparams, parse_number, resolve_hparams
 
 # The options a sweep takes as lists: each configuration is one value of each. The grid nests
 # them in reverse: the seed varies slowest, the learning rate fastest (the figure's x axis).
@@ -44,6 +44,8 @@ LOGIT_COPIES = 14
 FLOAT_BYTES = 4
 # The data held for a group: Fashion-MNIST's 70,000 uint8 images of 784 pixels, labels as int64.
 DATA_BYTES = 70_000 * (784 + 8)
+# Fashion-MNIST's train split: a batch never holds more than what the validation split leaves of it.
+TRAIN_IMAGES = 60_000
 
 
 class GridError(ValueError):
@@ -72,16 +74,10 @@ def _parse_value(name: str, item: str):
         if item not in SCHEDULES:
             raise GridError(f"{item!r} is not a schedule; use {' or '.join(SCHEDULES)}")
         return item
-    if name in ("batch_size", "seed"):
-        try:
-            value = int(item)
-        except ValueError:
-            raise GridError(f"{item!r} is not a whole number") from None
-    else:
-        try:
-            value = float(item)
-        except ValueError:
-            raise GridError(f"{item!r} is not a number") from None
+    try:
+        value = parse_number(item, whole=name in ("batch_size", "seed"))
+    except ValueError as exc:
+        raise GridError(str(exc)) from None
     if value not in RANGES[name]:
         raise GridError(f"each value must be {RANGES[name]}, not {item}")
     return value
@@ -166,9 +162,15 @@ def group_bytes(configs: int, batch_size: int) -> int:
     return configs * per_config * FLOAT_BYTES + DATA_BYTES
 
 
+def largest_batch(hparams: Hparams) -> int:
+    """The most examples a batch of this configuration holds: its batch size, capped by the train split
+    that the validation split leaves (54,000 of Fashion-MNIST's 60,000 at --val-split 0.1)."""
+    return min(hparams.batch_size, TRAIN_IMAGES - int(round(TRAIN_IMAGES * hparams.val_split)))
+
+
 def estimate_memory(configs: list[Hparams], groups: list[list[int]], available: int | None) -> MemoryEstimate:
     """The largest group's need (groups run one after another, so only one is alive at a time)."""
-    sizes = [(group_bytes(len(group), configs[group[0]].batch_size), len(group), configs[group[0]].batch_size)
+    sizes = [(group_bytes(len(group), largest_batch(configs[group[0]])), len(group), largest_batch(configs[group[0]]))
              for group in groups]  # fmt: skip
     needed, count, batch_size = max(sizes)
     return MemoryEstimate(needed, available, count, batch_size)

@@ -4,7 +4,8 @@ validation accuracy against learning rate.
 TensorBoard: each configuration gets runs/sweep/<sweep>/<config tag>/ with the same scalar
 tags as a `softmax train` run (tboard.SCALAR_TAGS) and its hyperparameters (TensorBoard's own records,
 as a `train` run's), so TensorBoard's HPARAMS tab compares the whole grid. A group's runs are written when
-the group ends, one writer at a time (a thousand open writers would be a thousand threads).
+the group ends, one writer at a time (a thousand open writers would be a thousand threads), each whole
+or not at all (write_tensorboard_run).
 
 The figure is drawn with matplotlib's object API on the Agg canvas (no pyplot, no display),
 imported only here, when a sweep draws it.
@@ -13,33 +14,57 @@ imported only here, when a sweep draws it.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from softmax_cli.pictures.tensorboard import SCALAR_TAGS, session_end_status, session_end_summary, session_start_summary
+from softmax_cli.pictures.figures import save_image
+from softmax_cli.pictures.tensorboard import (
+    SCALAR_TAGS,
+    quiet_writer_thread_failures,
+    session_end_status,
+    session_end_summary,
+    session_start_summary,
+)
 from softmax_cli.sweep.grid import SHORT_NAMES, format_value, varying
-from softmax_cli.sweep.search import ConfigResult, GroupPlan, SweepCallbacks
+from softmax_cli.sweep.search import ConfigResult
 
 
-class SweepTensorBoard(SweepCallbacks):
-    """Writes every configuration of a finished group as its own TensorBoard run."""
+def write_tensorboard_run(member: ConfigResult) -> None:
+    """Write one configuration's TensorBoard run into member.log_dir, as a whole or not at all.
 
-    def on_group_end(self, plan: GroupPlan, model) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+    The events go into a hidden folder beside it, renamed to member.log_dir once the writer is
+    closed, so a full disk or a killed process never leaves half a run for TensorBoard to show.
+    A failed write raises (an OSError naming the file where TensorBoard says which); the hidden
+    folder is removed first.
+    """
+    from torch.utils.tensorboard import SummaryWriter
 
-        for member in plan.configs:
-            writer = SummaryWriter(log_dir=str(member.log_dir))
+    quiet_writer_thread_failures()  # the writer thread's failure is raised here, not printed there
+    target = member.log_dir
+    temp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(temp, ignore_errors=True)  # a killed sweep's leftover
+    try:
+        writer = SummaryWriter(log_dir=str(temp))
+        try:
             for entry in member.history:
                 for field, tag in SCALAR_TAGS.items():
                     if entry.get(field) is not None:
                         writer.add_scalar(tag, entry[field], entry["epoch"])
             # TensorBoard's own HPARAMS records, as `softmax train` writes them (tboard.py says why not
             # add_hparams): the settings typed, the scalar tags as metric columns, diverged as a failure.
-            trial_id = f"{member.log_dir.parent.name}/{member.log_dir.name}"
+            trial_id = f"{target.parent.name}/{target.name}"
             hparams = {**member.hparams.as_dict(), "diverged": member.diverged}
             writer.file_writer.add_summary(session_start_summary(hparams, trial_id))
             writer.file_writer.add_summary(session_end_summary(session_end_status(diverged=member.diverged)))
+            writer.flush()
+        finally:
             writer.close()
+        os.replace(temp, target)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
 
 
 def _line_label(hparams, names: list[str]) -> str:
@@ -66,8 +91,8 @@ def val_acc_lines(configs: list[ConfigResult]) -> dict[str, list[tuple[float, li
 
 
 def plot_val_acc_vs_lr(configs: list[ConfigResult], best: ConfigResult | None, path: Path) -> None:
-    """Write val_acc_figure as a PNG (the Agg canvas; no display needed)."""
-    val_acc_figure(configs, best).savefig(path)
+    """Write val_acc_figure atomically, in the format its name says (.png, .jpg or .jpeg; the Agg canvas)."""
+    save_image(val_acc_figure(configs, best), path)
 
 
 def val_acc_figure(configs: list[ConfigResult], best: ConfigResult | None):

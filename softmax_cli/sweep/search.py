@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from softmax_cli import stops
 from softmax_cli.atomic import atomic_write
 from softmax_cli.config import Hparams
 from softmax_cli.data.batches import class_names, prepare_data
@@ -158,6 +159,8 @@ class SweepCallbacks:
     def on_batch_end(self) -> None: ...
     def on_epoch_end(self, plan: GroupPlan, epoch: int, model: StackedSoftmax) -> None: ...
     def on_group_end(self, plan: GroupPlan, model: StackedSoftmax) -> None: ...
+    def on_results(self, result: SweepResult) -> None:
+        """The result so far, once a group's configurations are in it: the moment to keep them on disk."""
 
 
 def run_sweep(
@@ -170,6 +173,8 @@ def run_sweep(
     """Train every configuration, a group of shared batches at a time, and keep the best one's state.
 
     Ctrl-C ends the sweep cleanly: the groups already finished are the result (interrupted=True).
+    A stop arriving while a group ends (its logs and files written by on_group_end, on_results)
+    takes effect once they are written.
     """
     callbacks = callbacks or SweepCallbacks()
     groups = group_configs(configs)
@@ -181,12 +186,18 @@ def run_sweep(
             members = [ConfigResult(i, configs[i], config_tag(configs[i])) for i in indices]
             for member in members:
                 member.log_dir = run_dir / member.tag
-            snapshot = train_group(members, group_index, len(groups), data_dir, device, callbacks)
-            result.configs = sorted([*result.configs, *members], key=lambda c: c.index)
-            if snapshot is not None and (
-                result.best_snapshot is None or snapshot.result.rank_key() < result.best_snapshot.result.rank_key()
-            ):
-                result.best_snapshot = snapshot
+            plan, model, snapshot = train_group(members, group_index, len(groups), data_dir, device, callbacks)
+            # A group ends as a whole (a stop waits for it, softmax_cli.stops): its runs logged, its
+            # configurations in the result, and the result kept on disk by on_results.
+            with stops.uninterrupted():
+                callbacks.on_group_end(plan, model)
+                result.configs = sorted([*result.configs, *members], key=lambda c: c.index)
+                if snapshot is not None and (
+                    result.best_snapshot is None or snapshot.result.rank_key() < result.best_snapshot.result.rank_key()
+                ):
+                    result.best_snapshot = snapshot
+                result.seconds = time.perf_counter() - started
+                callbacks.on_results(result)
     except KeyboardInterrupt:
         result.interrupted = True
     result.seconds = time.perf_counter() - started
@@ -200,8 +211,10 @@ def train_group(
     data_dir: Path,
     device: torch.device,
     callbacks: SweepCallbacks,
-) -> BestSnapshot | None:
-    """Train one group's configurations together; fill in their histories; snapshot the group's best."""
+) -> tuple[GroupPlan, StackedSoftmax, BestSnapshot | None]:
+    """Train one group's configurations together; fill in their histories; snapshot the group's best.
+
+    Returns the plan, the trained model (for on_group_end, which run_sweep calls) and the snapshot."""
     configs = [member.hparams for member in members]
     first = configs[0]
     shuffle_generator = shuffle_generator_for(first, device)
@@ -248,8 +261,7 @@ def train_group(
         if dropped:
             model.drop(dropped)
         callbacks.on_epoch_end(plan, epoch, model)
-    callbacks.on_group_end(plan, model)
-    return _snapshot_best(members, model, shuffle_generator, data.input_stats, n_train)
+    return plan, model, _snapshot_best(members, model, shuffle_generator, data.input_stats, n_train)
 
 
 def choose_best(configs: list[ConfigResult]) -> int | None:
@@ -278,11 +290,12 @@ def _snapshot_best(
 
 
 def save_best(result: SweepResult) -> Path | None:
-    """Write the best configuration's checkpoint and a run summary into the sweep's folder.
+    """Write the best configuration's checkpoint into the sweep's folder (atomically); return its path.
 
     The checkpoint is the one `softmax train` would write for that configuration alone (same
     format, impl scratch, optimizer and batch-order state), so eval, predict, runs and
-    `train --resume` accept it. Returns its path, or None when no configuration finished.
+    `train --resume` accept it. None when no configuration finished. A failed write raises
+    CheckpointError and leaves the previous file (an earlier group's best) as it was.
     """
     snapshot = result.best_snapshot
     if snapshot is None:
@@ -294,32 +307,41 @@ def save_best(result: SweepResult) -> Path | None:
     generator = shuffle_generator_for(hparams, result.device)
     generator.set_state(snapshot.shuffle_state)
     path = result.run_dir / runs.CHECKPOINT_NAME
-    epochs_done = len(best.history)
-    save_training_checkpoint(model, hparams, epochs_done, best.history, generator, class_names(), path)
+    save_training_checkpoint(model, hparams, len(best.history), best.history, generator, class_names(), path)
+    for config in result.configs:
+        config.checkpoint = None  # an earlier group's best, whose file this one replaced
     best.checkpoint = path
     result.checkpoint = path
-    now = _now()
+    return path
+
+
+def write_best_summary(result: SweepResult, status: str) -> None:
+    """The run summary of the configuration whose checkpoint is in the folder (result.checkpoint):
+    `runs` lists the sweep by it. status: "running" while groups remain, then "finished" or "interrupted"."""
+    best = next((c for c in result.configs if c.checkpoint is not None), None)
+    if best is None or result.best_snapshot is None:
+        return
+    hparams = best.hparams
     runs.write_summary(
         result.run_dir,
         {
             "format": runs.SUMMARY_FORMAT,
             "version": runs.SUMMARY_VERSION,
             "started": result.started,
-            "updated": now,
+            "updated": _now(),
             "impl": hparams.impl,
             "device": str(result.device),
             "hparams": hparams.as_dict(),
             "epochs_planned": hparams.epochs,
-            "epochs_done": epochs_done,
-            "train_examples": snapshot.train_examples,
-            "status": "finished",
-            "checkpoint": str(path),
+            "epochs_done": len(best.history),
+            "train_examples": result.best_snapshot.train_examples,
+            "status": status,
+            "checkpoint": str(best.checkpoint),
             "resumed_from": None,
             "history": best.history,
             "sweep": {"configs": len(result.configs), "best": best.tag, "results": SWEEP_JSON},
         },
     )
-    return path
 
 
 def write_sweep_json(payload: dict, run_dir: Path) -> Path:
