@@ -176,6 +176,15 @@ def test_a_folder_as_out_is_a_usage_error(exported, tmp_path):
     assert result.exit_code == 2 and "directory" in result.stderr
 
 
+def test_an_unwritable_out_is_one_error_line(exported, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = invoke("export", exported[0], "--out", blocker / "model.pt2")
+    assert_clean(result)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert helpers.flat(result.stderr).startswith(f"error: cannot write {blocker / 'model.pt2'}"), result.stderr
+
+
 def test_a_missing_checkpoint_is_one_error_line(tmp_path):
     result = invoke("export", tmp_path / "missing.pt", "--out", tmp_path / "model.onnx")
     assert_clean(result)
