@@ -32,3 +32,7 @@ class CheckpointInUse(CheckpointError):
 
 class TrainingDiverged(SoftmaxError):
     """The training loss became NaN or infinite."""
+
+
+class ExportError(SoftmaxError):
+    """A model could not be exported: an optional package missing, the exporter failed, or the file not written."""

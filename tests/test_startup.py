@@ -17,7 +17,7 @@ import pytest
 
 from tests import helpers
 
-HEAVY = ("torch", "torchvision", "tensorboard", "matplotlib", "torch._dynamo")
+HEAVY = ("torch", "torchvision", "tensorboard", "matplotlib", "torch._dynamo", "onnx", "onnxscript")
 
 # Runs the app in this fresh interpreter, then writes its exit code and the heavy modules it
 # imported to the file named first.
@@ -94,6 +94,10 @@ def test_a_no_op_download_imports_no_torch(synthetic_data_dir, tmp_path):
     for name, md5 in RAW_MD5.items():
         record_written(stamp, folder / name, md5, None)
     assert imports_of(tmp_path, "download", "--data-dir", data_dir) == []
+
+
+def test_export_help_imports_no_torch_nor_onnx(tmp_path):
+    assert imports_of(tmp_path, "export", "--help") == []
 
 
 def test_runs_imports_no_torch(tmp_path):

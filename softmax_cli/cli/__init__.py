@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import typer
 
 from softmax_cli import __version__
-from softmax_cli.cli import bench, compare, download, evaluate, plot, runs, sweep, train
+from softmax_cli.cli import bench, compare, download, evaluate, export, plot, runs, sweep, train
 from softmax_cli.cli.helptext import HelpCommand, epilog
 from softmax_cli.cli.output import prepare_streams, reader_gone, reports_errors
 
@@ -79,6 +79,7 @@ COMMANDS = {
     "train": train.train,
     "eval": evaluate.evaluate,
     "predict": evaluate.predict,
+    "export": export.export,
     "runs": runs.runs,
     "plot": plot.plot,
     "compare": compare.compare,
@@ -91,6 +92,7 @@ SUMMARIES = {
     "train": "Train a model: a row per epoch, a checkpoint, TensorBoard logs.",
     "eval": "Test a checkpoint: accuracy, per-class table, confusion matrix.",
     "predict": "Show test images with their true and predicted classes.",
+    "export": "Write a checkpoint's model as ONNX (or .pt2) for other tools.",
     "runs": "List the runs, newest first, with how each ended.",
     "plot": "Draw the training curves of one or more runs.",
     "compare": "Train scratch and concise side by side; check they agree.",
@@ -119,6 +121,11 @@ EXAMPLES = {
         "softmax predict",
         "softmax predict --only-wrong -n 36 --out wrong.png",
         "softmax predict runs/concise --json",
+    ],
+    "export": [
+        "softmax export --out model.onnx",
+        "softmax export runs/concise --out model.onnx --overwrite --json",
+        "softmax export runs/scratch/checkpoint.pt --out model.pt2",
     ],
     "runs": [
         "softmax runs",

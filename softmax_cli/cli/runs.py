@@ -20,7 +20,7 @@ from softmax_cli.config import Range
 from softmax_cli.errors import SoftmaxError
 
 # How each command that reads a checkpoint says what it does with the one it found.
-VERBS = {"eval": "evaluating", "predict": "predicting with"}
+VERBS = {"eval": "evaluating", "predict": "predicting with", "export": "exporting"}
 
 
 def runs(
