@@ -708,4 +708,4 @@ def test_done_after_the_training_table_starts_its_own_line(synthetic_data_dir, t
     'Done: ...' (or 'error: ...', which error_line checks in every failed run) to its bottom border."""
     result = helpers.run_train(synthetic_data_dir, tmp_path, "--impl", "scratch", "--epochs", "1")
     assert result.exit_code == 0, result.output
-    assert any(line.startswith("Done: ") for line in result.stderr.splitlines()), result.stderr
+    assert any(line.startswith("Done: ") for line in result.stdout.splitlines()), result.stdout
