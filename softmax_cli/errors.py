@@ -32,3 +32,7 @@ class CheckpointInUse(CheckpointError):
 
 class TrainingDiverged(SoftmaxError):
     """The training loss became NaN or infinite."""
+
+
+class PictureError(SoftmaxError):
+    """A user's picture (predict --image) is not a picture, is damaged, too large, or shows no object."""

@@ -117,6 +117,28 @@ def render_predictions(console: Console, rows: list[dict], only_wrong: bool) -> 
     console.print(fit_table(console, PREDICTION_COLUMNS, cells, title=title))
 
 
+PICTURE_COLUMNS = [
+    Column("picture", justify="left", text=True, min_width=12),
+    Column("predicted", justify="left", text=True),
+    Column("p"),
+    Column("2nd", justify="left", text=True, drop=2),
+    Column("p", drop=2),
+    Column("3rd", justify="left", text=True, drop=1),
+    Column("p", drop=1),
+]
+
+
+def render_picture_predictions(console: Console, rows: list[dict]) -> None:
+    """`softmax predict --image`'s table: each picture, its predicted class and probability, then the next two."""
+    cells = []
+    for r in rows:
+        ranked = [(escape(t["class"]), f"{t['probability']:.2f}") for t in r["top"]]
+        ranked += [("", "")] * (3 - len(ranked))
+        cells.append([escape(printable(r["image"])), *(cell for pair in ranked for cell in pair)])
+    title = f"{len(rows)} pictures: the three likeliest classes"
+    console.print(fit_table(console, PICTURE_COLUMNS, cells, title=title))
+
+
 # --------------------------------------------------------------------------- compare
 
 COMPARISON_COLUMNS = [
