@@ -7,6 +7,7 @@ Each function prints on the console it is given: stdout, or stderr when --json h
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Optional
 
 from rich import box
@@ -129,12 +130,14 @@ PICTURE_COLUMNS = [
 
 
 def render_picture_predictions(console: Console, rows: list[dict]) -> None:
-    """`softmax predict --image`'s table: each picture, its predicted class and probability, then the next two."""
+    """`softmax predict --image`'s table: each picture's file name, its predicted class and probability,
+    then the next two."""
     cells = []
     for r in rows:
         ranked = [(escape(t["class"]), f"{t['probability']:.2f}") for t in r["top"]]
         ranked += [("", "")] * (3 - len(ranked))
-        cells.append([escape(printable(r["image"])), *(cell for pair in ranked for cell in pair)])
+        name = Path(r["image"]).name  # the path as given is JSON's; a long one would not fit a column whole
+        cells.append([escape(printable(name)), *(cell for pair in ranked for cell in pair)])
     title = f"{len(rows)} pictures: the three likeliest classes"
     console.print(fit_table(console, PICTURE_COLUMNS, cells, title=title))
 
