@@ -82,7 +82,7 @@ SUMMARIES = {
     "download": "Fetch the four Fashion-MNIST files and verify them.",
     "train": "Train a model: a row per epoch, a checkpoint, TensorBoard logs.",
     "eval": "Test a checkpoint: accuracy, per-class table, confusion matrix.",
-    "predict": "Show test images with their true and predicted classes.",
+    "predict": "Show test images (or your own pictures) with their predicted classes.",
     "runs": "List the runs, newest first, with how each ended.",
     "plot": "Draw the training curves of one or more runs.",
     "compare": "Train scratch and concise side by side; check they agree.",
@@ -111,6 +111,7 @@ EXAMPLES = {
         "softmax predict",
         "softmax predict --only-wrong -n 36 --out wrong.png",
         "softmax predict runs/concise --json",
+        "softmax predict --image shirt.jpg --image photos/ --out seen.png",
     ],
     "runs": [
         "softmax runs",
