@@ -36,3 +36,7 @@ class TrainingDiverged(SoftmaxError):
 
 class ExportError(SoftmaxError):
     """A model could not be exported: an optional package missing, the exporter failed, or the file not written."""
+
+
+class PictureError(SoftmaxError):
+    """A user's picture (predict --image) is not a picture, is damaged, too large, or shows no object."""

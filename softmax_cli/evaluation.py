@@ -1,4 +1,5 @@
-"""Evaluating a model: accuracy, mean cross-entropy, the confusion matrix, per-class figures, predictions.
+"""Evaluating a model: accuracy, mean cross-entropy, the confusion matrix, per-class figures, predictions
+on test images and on a user's own pictures.
 
 The same code path serves the per-epoch test evaluation during training, `softmax eval`
 and `softmax predict`, so their figures agree. Nothing here prints.
@@ -77,6 +78,24 @@ def predict_test_examples(
     candidates = torch.nonzero(predicted != test.labels).flatten() if only_wrong else torch.arange(len(test))
     chosen = candidates[:count]
     return Predictions(chosen, test.images[chosen], test.labels[chosen], predicted[chosen], confidence[chosen])
+
+
+def classify_pictures(
+    checkpoint: dict, inputs: torch.Tensor, device: torch.device, top: int = 3
+) -> list[list[tuple[int, float]]]:
+    """The `top` most probable classes of each picture, best first, as (class index, probability).
+
+    inputs: N x 28 x 28 (or N x 1 x 28 x 28) float pixels in [0, 1], as softmax_cli.data.photos.model_input
+    makes them; the model standardises them itself, as it did in training.
+    """
+    model = model_from_checkpoint(checkpoint, device, to_train=False)
+    with torch.no_grad():
+        probabilities = torch.softmax(model.logits(inputs.to(device).reshape(-1, 1, *inputs.shape[-2:])), dim=1).cpu()
+    values, indices = probabilities.topk(min(top, probabilities.shape[1]), dim=1)
+    return [
+        [(int(k), float(p)) for k, p in zip(row_indices, row_values, strict=True)]
+        for row_indices, row_values in zip(indices, values, strict=True)
+    ]
 
 
 def per_class_metrics(confusion, class_names: list[str]) -> list[dict]:

@@ -91,7 +91,7 @@ SUMMARIES = {
     "download": "Fetch the four Fashion-MNIST files and verify them.",
     "train": "Train a model: a row per epoch, a checkpoint, TensorBoard logs.",
     "eval": "Test a checkpoint: accuracy, per-class table, confusion matrix.",
-    "predict": "Show test images with their true and predicted classes.",
+    "predict": "Show test images (or your own pictures) with their predicted classes.",
     "export": "Write a checkpoint's model as ONNX (or .pt2) for other tools.",
     "runs": "List the runs, newest first, with how each ended.",
     "plot": "Draw the training curves of one or more runs.",
@@ -121,6 +121,7 @@ EXAMPLES = {
         "softmax predict",
         "softmax predict --only-wrong -n 36 --out wrong.png",
         "softmax predict runs/concise --json",
+        "softmax predict --image shirt.jpg --image photos/ --out seen.png",
     ],
     "export": [
         "softmax export --out model.onnx",

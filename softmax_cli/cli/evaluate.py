@@ -24,6 +24,9 @@ from softmax_cli.cli.runs import find_checkpoint
 from softmax_cli.config import Range
 from softmax_cli.data.paths import resolve_data_dir
 
+# How many test images predict shows unless -n says.
+TEST_IMAGES_SHOWN = 18
+
 
 def _checkpoint_device_and_data(checkpoint: Path, device: str, data_dir: Optional[Path]):
     """What eval and predict start from: a validated checkpoint, the device, and a data dir holding the data."""
@@ -112,21 +115,39 @@ def evaluate(
 
 def predict(
     checkpoint: CheckpointArgument = None,
-    n: Annotated[
-        int,
+    images: Annotated[
+        Optional[list[Path]],
         typer.Option(
-            "-n", "--n", callback=within(Range(1, 10000)), metavar="N", help="How many test images to show, 1 to 10000."
+            "--image",
+            metavar="PATH",
+            help="Show the model your own picture instead (PNG, JPEG, anything Pillow reads), made to look like "
+            "Fashion-MNIST's: grey, light object on black, cropped, fitted into 28x28. Repeatable; a folder "
+            "stands for every picture in it.",
+            show_default=False,
         ),
-    ] = 18,
+    ] = None,
+    n: Annotated[
+        Optional[int],
+        typer.Option(
+            "-n",
+            "--n",
+            callback=within(Range(1, 10000)),
+            metavar="N",
+            help=f"How many test images to show, 1 to 10000. [default: {TEST_IMAGES_SHOWN}]",
+            show_default=False,
+        ),
+    ] = None,
     only_wrong: Annotated[bool, typer.Option("--only-wrong", help="Show only misclassified images.")] = False,
     out: Annotated[
-        Path,
+        Optional[Path],
         typer.Option(
             callback=check_image_path,
             metavar="FILE",
-            help="Picture (.png or .jpg) of the images titled true / predicted (probability).",
+            help="Picture (.png or .jpg) of the images titled true / predicted (probability); with --image, "
+            "each picture beside the 28x28 image the model saw. [default: predictions.png; with --image, none]",
+            show_default=False,
         ),
-    ] = Path("predictions.png"),
+    ] = None,
     data_dir: DataDirOption = None,
     device: DeviceOption = "auto",
     runs_dir: RunsDirOption = Path("runs"),
@@ -134,13 +155,22 @@ def predict(
 ) -> None:
     """Like the book's predict_ch3: test images with true and predicted classes, as a picture and a table.
 
-    With no CHECKPOINT, the newest run's under --runs-dir; a run folder stands for its checkpoint.
+    With --image, your own pictures instead, with the three likeliest classes of each. With no CHECKPOINT,
+    the newest run's under --runs-dir; a run folder stands for its checkpoint.
     """
+    if images:
+        if n is not None or only_wrong:
+            hint = "-n" if n is not None else "--only-wrong"
+            raise typer.BadParameter("chooses test images; it cannot be used with --image", param_hint=hint)
+        predict_pictures(checkpoint, images, out, device, runs_dir, as_json)
+        return
     path = find_checkpoint(checkpoint, runs_dir, "predict")  # before torch: a bad path costs no import
     from softmax_cli.cli.tables import render_predictions
     from softmax_cli.evaluation import predict_test_examples
     from softmax_cli.pictures.figures import prediction_figure, save_image
 
+    n = TEST_IMAGES_SHOWN if n is None else n
+    out = Path("predictions.png") if out is None else out
     loaded, torch_device, target = _checkpoint_device_and_data(path, device, data_dir)
     shown = predict_test_examples(loaded, target, torch_device, n, only_wrong)
     names = loaded["class_names"]
@@ -158,3 +188,48 @@ def predict(
     render_predictions(results_console(as_json), rows, only_wrong)
     if as_json:
         print_json({"checkpoint": str(path), "out": str(out), "predictions": rows})
+
+
+def predict_pictures(
+    checkpoint: Optional[Path], images: list[Path], out: Optional[Path], device: str, runs_dir: Path, as_json: bool
+) -> None:
+    """`predict --image`: the user's pictures, each made to look like Fashion-MNIST, with the three likeliest classes.
+
+    Every picture is read and checked before the checkpoint is used, so a bad one fails first and alone.
+    """
+    import torch
+
+    from softmax_cli.cli.tables import render_picture_predictions
+    from softmax_cli.data.photos import load_picture, model_input, picture_files
+    from softmax_cli.evaluation import classify_pictures
+    from softmax_cli.runs import checkpoint as ckpt
+
+    pictures = [load_picture(file) for file in picture_files(images)]
+    path = find_checkpoint(checkpoint, runs_dir, "predict")
+    loaded = ckpt.load_checkpoint(path)
+    torch_device = resolve_device_or_usage_error(device)
+    ranked = classify_pictures(loaded, torch.stack([model_input(p.seen) for p in pictures]), torch_device)
+    names = loaded["class_names"]
+    rows = [
+        {
+            "image": str(picture.path),
+            "predicted": names[top[0][0]],
+            "confidence": top[0][1],
+            "top": [{"class": names[k], "probability": p} for k, p in top],
+        }
+        for picture, top in zip(pictures, ranked, strict=True)
+    ]
+    if out is not None:
+        from softmax_cli.pictures.figures import picture_predictions_figure, save_image
+
+        grid = picture_predictions_figure(
+            [p.shown for p in pictures],
+            [p.seen for p in pictures],
+            [p.path.name for p in pictures],
+            [r["predicted"] for r in rows],
+            [r["confidence"] for r in rows],
+        )
+        write_image(lambda target: save_image(grid, target), out)
+    render_picture_predictions(results_console(as_json), rows)
+    if as_json:
+        print_json({"checkpoint": str(path), "out": None if out is None else str(out), "predictions": rows})

@@ -7,6 +7,7 @@ Each function prints on the console it is given: stdout, or stderr when --json h
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Optional
 
 from rich import box
@@ -115,6 +116,30 @@ def render_predictions(console: Console, rows: list[dict], only_wrong: bool) -> 
     ]
     title = f"{len(rows)} test images ({'misclassified only' if only_wrong else 'in file order'})"
     console.print(fit_table(console, PREDICTION_COLUMNS, cells, title=title))
+
+
+PICTURE_COLUMNS = [
+    Column("picture", justify="left", text=True, min_width=12),
+    Column("predicted", justify="left", text=True),
+    Column("p"),
+    Column("2nd", justify="left", text=True, drop=2),
+    Column("p", drop=2),
+    Column("3rd", justify="left", text=True, drop=1),
+    Column("p", drop=1),
+]
+
+
+def render_picture_predictions(console: Console, rows: list[dict]) -> None:
+    """`softmax predict --image`'s table: each picture's file name, its predicted class and probability,
+    then the next two."""
+    cells = []
+    for r in rows:
+        ranked = [(escape(t["class"]), f"{t['probability']:.2f}") for t in r["top"]]
+        ranked += [("", "")] * (3 - len(ranked))
+        name = Path(r["image"]).name  # the path as given is JSON's; a long one would not fit a column whole
+        cells.append([escape(printable(name)), *(cell for pair in ranked for cell in pair)])
+    title = f"{len(rows)} pictures: the three likeliest classes"
+    console.print(fit_table(console, PICTURE_COLUMNS, cells, title=title))
 
 
 # --------------------------------------------------------------------------- compare

@@ -268,6 +268,48 @@ def prediction_figure(
     return figure
 
 
+def picture_predictions_figure(
+    pictures: Sequence,
+    seen: Sequence,
+    labels: Sequence[str],
+    predicted_names: Sequence[str],
+    confidence: Sequence[float],
+    pairs_per_row: int = 3,
+    dpi: float = 100,
+) -> Figure:
+    """A user's pictures, each as given (any size, colour kept) beside the 28 x 28 image the model
+    saw, the pair titled with the predicted class and its probability and labelled with `labels`
+    (the file names). Pictures are anything imshow takes: PIL images or arrays."""
+    import numpy as np
+
+    count = len(labels)
+    pairs_per_row = min(pairs_per_row, count)
+    rows = -(-count // pairs_per_row)
+    with _style():
+        figure = new_figure(2.9 * pairs_per_row, 1.9 * rows + 0.4, dpi)
+        cells = figure.subfigures(rows, pairs_per_row, squeeze=False)
+        for k, cell in enumerate(cells.flat):
+            if k >= count:
+                continue
+            given_ax, seen_ax = cell.subplots(1, 2)
+            given_ax.imshow(np.asarray(pictures[k]), cmap="gray", interpolation="antialiased")
+            seen_ax.imshow(as_array(seen[k]), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            for ax in (given_ax, seen_ax):
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("0.8")
+            label = labels[k] if len(labels[k]) <= 28 else labels[k][:12] + "…" + labels[k][-15:]
+            given_ax.set_xlabel(label, fontsize=8)
+            seen_ax.set_xlabel("28×28", fontsize=8)
+            cell.suptitle(f"{predicted_names[k]} {float(confidence[k]):.2f}", fontsize=10)
+        figure.suptitle(
+            "Each picture as given (left) and as the model saw it (right): predicted class and its probability",
+            fontsize=10,
+        )
+    return figure
+
+
 # --------------------------------------------------------------------------- curves
 
 
