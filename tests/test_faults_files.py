@@ -253,7 +253,7 @@ def test_the_optimizer_is_rebuilt_from_the_hparams_whatever_the_state_says(good)
 def test_markup_in_class_names_is_shown_literally(good, synthetic_data_dir, tmp_path):
     names = ["[/]", "[bold]", "[red]x[/red]", "a]", "[link=http://x]y", "$x$", "\\", "%s", "{}", "[/bold]"]
     path = saved(tmp_path, "markup.pt", {**good, "class_names": names})
-    result = evaluate(path, synthetic_data_dir, "--json")
+    result = evaluate(path, synthetic_data_dir)
     assert_clean(result)
     assert result.exit_code == 0, result.output
     table = result.output.split("Per class")[1]

@@ -120,7 +120,7 @@ def test_json_names_each_picture_with_its_three_likeliest_classes(checkpoint, tm
         probabilities = [entry["probability"] for entry in top]
         assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
         assert (row["predicted"], row["confidence"]) == (top[0]["class"], top[0]["probability"])
-    assert "3 pictures" in result.stderr  # the human table went to stderr
+    assert "3 pictures" not in result.stderr  # --json prints no human result (the output contract)
 
 
 def test_the_table_shows_each_picture_with_three_classes_on_stdout(checkpoint, tmp_path, monkeypatch):
