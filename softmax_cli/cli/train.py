@@ -195,7 +195,9 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
         logger = TensorBoardLogger(log_dir)
         tensorboard = training.BestEffort(logger, "TensorBoard logging", warn)
         summary = training.BestEffort(RunSummaryWriter(log_dir, resume_path), "the run summary (summary.json)", warn)
-        callbacks = training.CallbackList([_StopsRecordedWhileClosing(), display, tensorboard, summary])
+        # The summary first after the checkpoint: a run killed between the two writes (kill -9 leaves
+        # no time to finish the epoch's logging) then shows its last epoch in `softmax runs` nearly always.
+        callbacks = training.CallbackList([_StopsRecordedWhileClosing(), summary, display, tensorboard])
         with ExitStack() as claimed:
             if checkpoint is None:
                 claimed.enter_context(ckpt.claim_checkpoint_path(paths.checkpoint))
