@@ -6,7 +6,8 @@ looks before it reads (a regular file, no larger than the caller's bound) and re
 most that much, so a mistaken path costs one error line and nothing else.
 
 Writing a file that a run rewrites again and again (a checkpoint after every epoch) must
-have one writer: `exclusive_lock` makes a second one fail fast, naming the first.
+have one writer: `exclusive_lock` makes a second one fail fast, naming the first, and
+`probe_lock` tells a reader, without taking anything over, whether that writer still lives.
 
 Standard library only, like atomic.py: light commands use it without importing torch.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -34,7 +36,9 @@ __all__ = [
     "TooLarge",
     "check_regular_file",
     "exclusive_lock",
+    "lock_holder_pid",
     "lock_path_for",
+    "probe_lock",
     "read_bounded",
 ]
 
@@ -142,6 +146,50 @@ def exclusive_lock(target: Path, holder: str) -> Iterator[None]:
             with suppress(OSError):
                 lock_path_for(target).unlink()
             os.close(fd)
+
+
+def probe_lock(target: Path) -> tuple[str, str | None] | None:
+    """Whether a live process holds the lock on `target`, found without creating or changing anything.
+
+    ("held", holder): a live process holds it; holder is what it wrote (see exclusive_lock).
+    ("free", holder): a lock file of ours that no process holds: its writer ended without
+    removing it, which only a kill -9, a crash or a power loss does.
+    ("absent", None): no lock file, so no process holds it (exclusive_lock removes it at the end).
+    None: this cannot be told (no flock here, an unreadable file, one not written by softmax-cli,
+    or one a writer has just created and not yet marked).
+
+    The probe takes a shared lock for an instant, and only when no process holds the file: a
+    run that tried to claim the path in that instant would be refused as if it were held.
+    """
+    if fcntl is None:
+        return None
+    lock_path = lock_path_for(target)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(lock_path, flags)
+    except (FileNotFoundError, NotADirectoryError):
+        return "absent", None
+    except (OSError, ValueError):
+        return None
+    try:
+        if _kind(os.fstat(fd).st_mode) or os.pread(fd, len(_LOCK_MARK), 0) != _LOCK_MARK.encode():
+            return None
+        holder = _read_holder(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "held", holder
+        return "free", holder  # the lock goes with the descriptor, closed below
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def lock_holder_pid(holder: str | None) -> int | None:
+    """The pid a lock's holder text names ("softmax train, pid 1234, started ..."), or None."""
+    found = re.search(r"\bpid (\d+)\b", holder or "")
+    return int(found[1]) if found else None
 
 
 def _acquire(lock_path: Path, holder: str) -> int | None:

@@ -42,14 +42,50 @@ def runs(
     from softmax_cli.cli.tables import render_runs
     from softmax_cli.runs.folders import list_runs
 
-    records = list_runs(runs_dir)[:limit]
+    found = list_runs(runs_dir)
+    continued = {_resolved(record.resumed_from) for record in found if record.resumed_from}
+    records = found[:limit]
+    commands = [None if _resolved(record.checkpoint) in continued else resume_command(record) for record in records]
     if as_json:
-        print_json({"runs_dir": str(runs_dir), "runs": [record.as_dict() for record in records]})
+        pairs = zip(records, commands, strict=True)
+        listed = [{**record.as_dict(), "resume_command": command} for record, command in pairs]
+        print_json({"runs_dir": str(runs_dir), "runs": listed})
     if not records:
         where = "no folder " if not runs_dir.is_dir() else ""
         say(f"No runs: {where}{escape(printable(str(runs_dir)))} (train one with `softmax train`, or pass --runs-dir)")
         return
-    render_runs(results_console(as_json), records)
+    render_runs(results_console(as_json), records, commands)
+
+
+def _resolved(path) -> Path | None:
+    """The absolute path, symbolic links followed; None for None or a path that cannot be resolved."""
+    try:
+        return None if path is None else Path(path).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+def resume_command(record) -> str | None:
+    """The `softmax train --resume` line that continues a killed run from its checkpoint; None for any other.
+    (`softmax runs` leaves it out, too, once a listed run has resumed from that checkpoint.)
+
+    It repeats the device the run trained on (the batch order continues only there) and the runs
+    folder it was in, unless that is the default ./runs; the data folder is not recorded.
+    """
+    from softmax_cli.runs.folders import KILLED
+
+    if record.status != KILLED or record.checkpoint is None or not record.epochs_planned:
+        return None
+    if record.epochs_done is not None and record.epochs_done >= record.epochs_planned:
+        return None  # every planned epoch is saved: killed while closing its logs, nothing to continue
+    command = ["softmax", "train", "--resume", printable(str(record.checkpoint))]
+    command += ["--epochs", str(record.epochs_planned)]
+    runs_dir = record.path.parent.parent
+    if runs_dir != Path("runs"):
+        command += ["--runs-dir", printable(str(runs_dir))]
+    if record.device:
+        command += ["--device", printable(record.device)]
+    return shlex.join(command)
 
 
 def describe_run(record) -> str:

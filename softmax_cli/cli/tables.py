@@ -268,6 +268,7 @@ STATUS_STYLES = {
     "interrupted": "yellow",
     "diverged": "red",
     "running": "cyan",
+    "killed": "red",
     "damaged": "bold red",
 }
 
@@ -304,14 +305,18 @@ def _run_cells(record) -> list[str | Text]:
     ]
 
 
-def render_runs(console: Console, records: list) -> None:
-    """`softmax runs`: one line of figures per run, newest first, and its path on the line below."""
+def render_runs(console: Console, records: list, resume_commands: list[str | None] | None = None) -> None:
+    """`softmax runs`: one line of figures per run, newest first, and its path on the line below;
+    below that, for a killed run, the command that continues it (resume_commands, one per record)."""
     columns = RUN_COLUMNS
     cells = [_run_cells(record) for record in records]
     if not any(record.final and record.final.get("val_acc") is not None for record in records):
         keep = [i for i, column in enumerate(columns) if column.header != "val acc"]
         columns, cells = [columns[i] for i in keep], [[row[i] for i in keep] for row in cells]
     printer = RowPrinter(console, columns, [[str(c) for c in row] for row in cells])
-    for record, row in zip(records, cells, strict=True):
+    commands = resume_commands or [None] * len(records)
+    for record, row, command in zip(records, cells, commands, strict=True):
         printer.row(row)
         console.print(Text("  " + printable(str(record.path)), style="cyan"), soft_wrap=True)
+        if command:
+            console.print(Text(f"  continue with: {command}", style="yellow"), soft_wrap=True)

@@ -192,14 +192,19 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
         log_dir = make_run_dir(runs_dir, hparams.impl, tag)
         new_folders.append(log_dir)
         paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
-        # The logs are by-products: a full disk under them must not cost the training or its checkpoint.
-        logger = TensorBoardLogger(log_dir)
-        tensorboard = training.BestEffort(logger, "TensorBoard logging", warn)
-        summary = training.BestEffort(RunSummaryWriter(log_dir, resume_path), "the run summary (summary.json)", warn)
-        callbacks = training.CallbackList([_StopsRecordedWhileClosing(), display, tensorboard, summary])
         with ExitStack() as claimed:
             if checkpoint is None:
+                # Claimed as soon as the folder exists: a run killed from here on leaves the lock file
+                # that tells `softmax runs` it was killed.
                 claimed.enter_context(ckpt.claim_checkpoint_path(paths.checkpoint))
+            # The logs are by-products: a full disk under them must not cost the training or its checkpoint.
+            logger = TensorBoardLogger(log_dir)
+            tensorboard = training.BestEffort(logger, "TensorBoard logging", warn)
+            summary = RunSummaryWriter(log_dir, resume_path)
+            summary = training.BestEffort(summary, "the run summary (summary.json)", warn)
+            # The summary first after the checkpoint: a run killed between the two writes (kill -9 leaves
+            # no time to finish the epoch's logging) then shows its last epoch in `softmax runs` nearly always.
+            callbacks = training.CallbackList([_StopsRecordedWhileClosing(), summary, display, tensorboard])
             with display:
                 result = training.fit(hparams, paths, device, callbacks, workers=workers, resume_from=resumed)
     finally:

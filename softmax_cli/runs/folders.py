@@ -30,6 +30,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 SUMMARY_FORMAT = "softmax-cli/run-summary"
 SUMMARY_VERSION = 1
 STATUSES = ("running", "finished", "interrupted", "diverged")
+# What `softmax runs` may show besides: a summary that says running while no process holds the run's
+# lock (its process was killed), a folder with neither summary nor lock, one whose summary is damaged.
+KILLED = "killed"
 _STAMP = "%Y%m%d-%H%M%S"
 
 
@@ -150,7 +153,7 @@ def check_summary(raw: object) -> dict:
         if not (value is None or _is_text(value) and "\0" not in value):
             raise damaged(f"{key} is not text")
         summary[key] = value
-    for key in ("epochs_done", "epochs_planned", "start_epoch", "train_examples"):
+    for key in ("epochs_done", "epochs_planned", "start_epoch", "train_examples", "pid"):
         value = raw.get(key)
         if not (value is None and key != "epochs_done" or _is_count(value)):
             raise damaged(f"{key} is not a whole number >= 0")
@@ -246,6 +249,8 @@ class RunSummaryWriter:
             "epochs_done": plan.start_epoch,
             "train_examples": plan.train_examples,
             "status": "running",
+            # Whose lock on the checkpoint says this run still lives (`softmax runs`, see _still_running).
+            "pid": os.getpid(),
             # Absolute: `softmax runs` and `softmax eval RUN_FOLDER` may run from another folder.
             "checkpoint": str(plan.paths.checkpoint.absolute()),
             "resumed_from": None if self.resumed_from is None else str(self.resumed_from),
@@ -290,6 +295,10 @@ class RunRecord:
     """One run folder as `softmax runs` shows it; fields are None where the folder does not tell.
 
     impl is "compare" for a `softmax compare` folder, which holds scratch.pt and concise.pt.
+    status is the summary's, except "killed" for a run whose summary says running while no
+    process holds its checkpoint's lock (see _still_running): epochs_done is then the last
+    epoch its summary recorded, and its checkpoint holds that one or, killed between the two
+    writes, the next.
     A run whose summary.json is damaged is told from its folder's name and its own checkpoint.pt,
     with status "damaged" and the reason in `damaged`.
     checkpoint is the file `softmax eval RUN_FOLDER` evaluates (None for a compare folder,
@@ -310,6 +319,7 @@ class RunRecord:
     start_epoch: int | None = None
     checkpoints: list[Path] = field(default_factory=list)
     damaged: str | None = None  # why its summary.json cannot be trusted (status "damaged")
+    device: str | None = None  # the device it trained on, as --device takes it
 
     def as_dict(self) -> dict:
         return json_safe(
@@ -328,6 +338,7 @@ class RunRecord:
                 "start_epoch": self.start_epoch,
                 "has_summary": self.has_summary,
                 "damaged": self.damaged,
+                "device": self.device,
             }
         )
 
@@ -389,17 +400,28 @@ def _record(folder: Path, impl: str) -> RunRecord:
         # An older run, a compare folder, a run killed outright, or a damaged summary: the folder's
         # name still says when it started and with which recipe (Hparams.run_tag).
         parsed = parse_run_name(folder.name)
+        status = "unknown" if damaged is None else "damaged"
+        epochs_done = None
+        if damaged is None and parsed is not None:
+            # A run in its first epoch holds the lock on its own checkpoint.pt; killed there, it left the file.
+            state = files.probe_lock(own)
+            if state is not None and state[0] == "held":
+                status = "running"
+            elif state is not None and state[0] == "free":
+                status, epochs_done = KILLED, 0
         return RunRecord(
             path=folder,
             impl=impl,
             started=parsed["started"] if parsed else None,
-            status="unknown" if damaged is None else "damaged",
+            status=status,
+            epochs_done=epochs_done,
             hparams=parsed["hparams"] if parsed else {},
             checkpoint=own if own in checkpoints else None,
             start_epoch=parsed["start_epoch"] if parsed else None,
             checkpoints=checkpoints,
             damaged=damaged,
         )
+    summary = _still_running(folder, summary)
     history = summary["history"]
     named = Path(summary["checkpoint"]) if summary["checkpoint"] is not None else None
     if own in checkpoints:
@@ -421,7 +443,33 @@ def _record(folder: Path, impl: str) -> RunRecord:
         resumed_from=summary["resumed_from"],
         start_epoch=start_epoch if start_epoch is not None or summary["resumed_from"] else 0,
         checkpoints=checkpoints if checkpoint is None or checkpoint in checkpoints else [*checkpoints, checkpoint],
+        device=summary["device"],
     )
+
+
+def _still_running(folder: Path, summary: dict) -> dict:
+    """The summary, its status "killed" where it says running but the run's process is gone. Reads only.
+
+    A training run holds the lock on its checkpoint (files.exclusive_lock) from before its first
+    epoch until after its summary's last write, and the kernel drops the lock when the process
+    ends in any way. So a summary that says running while nobody holds that lock (or another
+    process than the summary's pid does) belongs to a run that ended without saying how: killed.
+    Where the lock cannot be probed (no flock), the summary is taken at its word.
+    """
+    if summary["status"] != "running" or summary["checkpoint"] is None:
+        return summary
+    state = files.probe_lock(Path(summary["checkpoint"]))
+    if state is None:
+        return summary
+    found, holder = state
+    if found == "held" and summary["pid"] in (None, files.lock_holder_pid(holder)):
+        return summary
+    # The run may have ended cleanly since its summary was read: it writes its last summary before
+    # it lets go of the lock, so reading it again now tells.
+    again = read_summary(folder)
+    if again is not None and again["status"] != "running":
+        return again
+    return {**summary, "status": KILLED}
 
 
 # A run folder's name: make_run_dir's timestamp, Hparams.run_tag (resumed_run_tag), and
