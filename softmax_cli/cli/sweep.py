@@ -12,6 +12,7 @@ from softmax_cli.cli.options import (
     DataDirOption,
     DeviceOption,
     JsonOption,
+    NameOption,
     PresetOption,
     StandardizeOption,
     default_note,
@@ -91,6 +92,7 @@ def sweep(
             help="The sweep goes to RUNS_DIR/sweep/<timestamp>-<tag>/, one TensorBoard run per config.",
         ),
     ] = Path("runs"),
+    name: NameOption = None,
     plot: Annotated[
         Optional[Path],
         typer.Option(
@@ -124,6 +126,14 @@ def sweep(
     except GridError as exc:
         raise typer.BadParameter(str(exc)) from None
     torch_device = resolve_device_or_usage_error(device)
+    if name is not None:
+        from softmax_cli.runs.folders import named_run_dir
+
+        if named_run_dir(runs_dir, "sweep", name).exists():
+            folder = named_run_dir(runs_dir, "sweep", name)
+            raise typer.BadParameter(
+                f"{folder} already exists; choose another name or remove that folder", param_hint="--name"
+            )
 
     from softmax_cli.sweep import search as body
 
@@ -135,7 +145,7 @@ def sweep(
         ensure_data(target)
     except KeyboardInterrupt:
         raise fail("interrupted; nothing was written", code=130) from None
-    result = _run(configs, target, runs_dir, torch_device)
+    result = _run(configs, target, runs_dir, torch_device, name)
     if not result.configs:
         raise fail("interrupted before the first group finished; nothing was written", code=130)
 
@@ -176,7 +186,7 @@ def _write_results(result, plot, data_dir, target, device: str, as_json: bool, t
     return payload
 
 
-def _run(configs, data_dir: Path, runs_dir: Path, device):
+def _run(configs, data_dir: Path, runs_dir: Path, device, name=None):
     """Create the sweep's folder and train the grid with the progress display and TensorBoard."""
     from softmax_cli.cli.render import SweepDisplay, count
     from softmax_cli.runs.folders import make_run_dir
@@ -184,7 +194,7 @@ def _run(configs, data_dir: Path, runs_dir: Path, device):
     from softmax_cli.sweep.report import SweepTensorBoard
     from softmax_cli.sweep.search import SweepCallbackList, run_sweep
 
-    run_dir = make_run_dir(runs_dir, "sweep", f"{configs[0].preset}-{len(configs)}configs")
+    run_dir = make_run_dir(runs_dir, "sweep", f"{configs[0].preset}-{len(configs)}configs", name)
     groups = len(group_configs(configs))
     say(
         f"Sweeping {count(len(configs), 'configuration')} on {device} in {count(groups, 'group')} "
@@ -199,6 +209,7 @@ def _run(configs, data_dir: Path, runs_dir: Path, device):
         raise
     if not result.configs:
         _remove_if_empty(run_dir)
+    result.name = name
     return result
 
 
