@@ -88,6 +88,7 @@ def test_a_finished_compare_is_listed_with_its_status_and_both_sides(synthetic_d
     assert f"{compared['epochs'][-1]['concise']['test_acc']:.4f}" in row
     assert lines[2].strip() == record["path"]
     assert "scratch 2/2" in lines[3] and "concise 2/2" in lines[3] and "agree" in lines[3]
+    assert f"{compared['max_abs_diff']:.2e}" in lines[3]
 
 
 def test_a_compare_stopped_early_is_listed_as_interrupted_with_what_it_did(synthetic_data_dir, tmp_path, monkeypatch):

@@ -337,15 +337,16 @@ def _status(record) -> str:
     return f"{record.status} → resumed" if record.resumed_by else record.status
 
 
-def _run_notes(record) -> list[str]:
-    """The lines under a run's path: the run it continues, a compare run's two sides."""
+def _run_notes(record) -> list[tuple[str, bool]]:
+    """The lines under a run's path, each with whether it holds a path (never broken): the run it
+    continues, a compare run's two sides."""
     notes = []
     if record.resumed_from is not None:
-        notes.append(f"↳ continues {printable(record.resumed_from)}")
+        notes.append((f"↳ continues {printable(record.resumed_from)}", True))
     elif record.resumed_from_checkpoint is not None:
-        notes.append(f"↳ continues the checkpoint {printable(record.resumed_from_checkpoint)}")
+        notes.append((f"↳ continues the checkpoint {printable(record.resumed_from_checkpoint)}", True))
     if record.comparison is not None:
-        notes.append("↳ " + _comparison_words(record))
+        notes.append(("↳ " + _comparison_words(record), False))
     return notes
 
 
@@ -357,13 +358,13 @@ def _comparison_words(record) -> str:
             sides.append(f"{side} 0/{record.epochs_planned}")
             continue
         acc = entry.get("test_acc")
-        figures = "" if acc is None else f" test acc {acc:.4f}"
+        figures = "" if acc is None else f" acc {acc:.4f}"
         sides.append(f"{side} {entry['epoch']}/{record.epochs_planned}{figures}")
     agree, largest, tolerance = (record.comparison.get(key) for key in ("agree", "max_abs_diff", "tolerance"))
     if agree is None:
         verdict = "no epoch compared yet"
     else:
-        verdict = f"{'agree' if agree else 'DIFFER'}: largest difference {largest:.2e} (tolerance {tolerance:g})"
+        verdict = f"{'agree' if agree else 'DIFFER'}, max |Δ| {largest:.2e} {'≤' if agree else '>'} {tolerance:g}"
     return f"{', '.join(sides)}; {verdict}"
 
 
@@ -378,5 +379,5 @@ def render_runs(console: Console, records: list) -> None:
     for record, row in zip(records, cells, strict=True):
         printer.row(row)
         console.print(Text("  " + printable(str(record.path)), style="cyan"), soft_wrap=True)
-        for note in _run_notes(record):
-            console.print(Text("  " + note, style="dim"), soft_wrap=True)
+        for note, is_path in _run_notes(record):
+            console.print(Text("  " + note, style="dim"), soft_wrap=is_path)  # a path is never broken
