@@ -308,9 +308,10 @@ class BestEffort:
     def __getattr__(self, hook: str):
         if not hook.startswith("on_"):
             raise AttributeError(hook)
-        return functools.partial(self._call, hook)
+        return functools.partial(self.call, hook)
 
-    def _call(self, hook: str, *args) -> None:
+    def call(self, hook: str, *args) -> None:
+        """Any hook of the callback by name, `on_*` or its own (a compare summary's `stopped`)."""
         if self.failure is not None:
             return
         try:
@@ -370,43 +371,58 @@ class ComparedEpoch:
 
 
 class _WeightSnapshots(TrainingCallbacks):
-    def __init__(self) -> None:
+    """Keeps each epoch's weights; given the other side's, compares the two after every epoch."""
+
+    def __init__(self, against=None, on_compared=None) -> None:
         self.weights: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.against = against  # the other side's (history, weights), trained first
+        self.on_compared = on_compared
+        self.compared: list[ComparedEpoch] = []
 
     def on_epoch_end(self, metrics, model):
-        self.weights.append(tuple(t.detach().cpu().clone() for t in model.weight_bias()))
+        weights = tuple(t.detach().cpu().clone() for t in model.weight_bias())
+        self.weights.append(weights)
+        if self.against is None:
+            return
+        history, their_weights = self.against
+        at = len(self.weights) - 1
+        row = ComparedEpoch(
+            epoch=metrics.epoch,
+            scratch=history[at],
+            concise=metrics.as_dict(),
+            max_weight_diff=float((their_weights[at][0] - weights[0]).abs().max()),
+            max_bias_diff=float((their_weights[at][1] - weights[1]).abs().max()),
+        )
+        self.compared.append(row)
+        if self.on_compared is not None:
+            self.on_compared(row)
 
 
 def compare_implementations(
-    hparams: Hparams, data_dir: Path, run_dir: Path, device: torch.device, workers: int = 0, make_callbacks=None
+    hparams: Hparams,
+    data_dir: Path,
+    run_dir: Path,
+    device: torch.device,
+    workers: int = 0,
+    make_callbacks=None,
+    on_compared=None,
 ) -> list[ComparedEpoch]:
     """Train scratch and concise from the same seed, so from the same initial weights and the
     same batch order, and compare them after every epoch.
 
-    make_callbacks(impl) may supply display callbacks for each of the two runs.
+    make_callbacks(impl) may supply callbacks for each of the two runs (a display, the run
+    summary); on_compared(ComparedEpoch) hears each epoch as soon as both sides have it.
     """
-    runs = {}
+    against = None
     for impl in ("scratch", "concise"):
         run_hparams = Hparams(
             **{**hparams.as_dict(), "impl": impl, "naive_softmax": hparams.naive_softmax and impl == "scratch"}
         )
-        snapshots = _WeightSnapshots()
+        snapshots = _WeightSnapshots(against, on_compared)
         extra = make_callbacks(impl) if make_callbacks else []
         paths = RunPaths(data_dir=data_dir, log_dir=run_dir, checkpoint=run_dir / f"{impl}.pt")
-        result = fit(run_hparams, paths, device, CallbackList([snapshots, *extra]), workers=workers)
+        result = fit(run_hparams, paths, device, CallbackList([*extra, snapshots]), workers=workers)
         if result.interrupted:
             raise KeyboardInterrupt
-        runs[impl] = (result.history, snapshots.weights)
-    (scratch_history, scratch_weights), (concise_history, concise_weights) = runs["scratch"], runs["concise"]
-    return [
-        ComparedEpoch(
-            epoch=s_entry["epoch"],
-            scratch=s_entry,
-            concise=c_entry,
-            max_weight_diff=float((s_w[0] - c_w[0]).abs().max()),
-            max_bias_diff=float((s_w[1] - c_w[1]).abs().max()),
-        )
-        for s_entry, c_entry, s_w, c_w in zip(
-            scratch_history, concise_history, scratch_weights, concise_weights, strict=True
-        )
-    ]
+        against = (result.history, snapshots.weights)
+    return snapshots.compared

@@ -17,7 +17,7 @@ COMMANDS = sorted(get_command(helpers.cli_app()).commands)
 # Typer's own names for a value's type, which say nothing to a user.
 LEAKS = re.compile(r"RANGE|9223372036854775807|list\[|<path>|\.\.\.\}|<(int|float|str|Path)\b|\d<=x|x>=")
 # The metavars the help uses, each for one kind of value.
-METAVARS = {"N", "X", "DIR", "FILE", "PATH", "LIST", "URL", "DEVICE", "RUN", "CHECKPOINT"}
+METAVARS = {"N", "X", "DIR", "FILE", "PATH", "LIST", "URL", "DEVICE", "RUN", "CHECKPOINT", "NAME"}
 
 
 def help_at(width: int, *args) -> str:

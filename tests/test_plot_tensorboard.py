@@ -172,7 +172,8 @@ def test_tensorboard_holds_test_loss_labelled_images_typed_hparams_and_the_book_
     assert [event.step for event in accumulator.Tensors("confusion_matrix/text_summary")] == [2]
     hparams = session_start(accumulator).hparams
     assert hparams["standardize"].WhichOneof("kind") == "bool_value" and hparams["standardize"].bool_value is False
-    assert hparams["batch_size"].number_value == 64 and hparams["epochs"].number_value == 2
+    assert hparams["batch_size"].string_value == "64" and hparams["epochs"].string_value == "2"  # integers as text
+    assert hparams["lr"].WhichOneof("kind") == "number_value"
     assert hparams["preset"].string_value == "book" and hparams["seed"].string_value == "326"
     assert helpers.session_status(accumulator) == "STATUS_SUCCESS"
     assert "custom_scalars__config__" in tags["tensors"]
@@ -221,9 +222,9 @@ def tboard_with(log_dir: Path, *others):
     return CallbackList([tboard.TensorBoardLogger(log_dir), *others])
 
 
-def test_hparams_for_tensorboard_keep_numbers_and_booleans_and_make_the_seed_text():
+def test_hparams_for_tensorboard_keep_numbers_and_booleans_and_make_integers_text():
     shown = tboard.hparams_for_tensorboard({"seed": 2**63 - 1, "lr": 0.1, "batch_size": 256, "standardize": True})
-    assert shown == {"seed": "9223372036854775807", "lr": 0.1, "batch_size": 256, "standardize": True}
+    assert shown == {"seed": "9223372036854775807", "lr": 0.1, "batch_size": "256", "standardize": True}
 
 
 def test_plot_of_run_folders_never_imports_torch(two_runs, tmp_path):

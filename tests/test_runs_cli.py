@@ -246,7 +246,8 @@ def test_resumed_runs_get_a_folder_that_says_so(synthetic_data_dir, tmp_path, mo
     assert Path(first["log_dir"]).name.endswith("-val0.1")
     assert Path(resumed["log_dir"]).name.endswith("-val0.1-resumed-from-1")
     record = only_json(invoke("runs", "--json"))["runs"][0]
-    assert record["resumed_from"] == first["checkpoint"]
+    assert record["resumed_from"] == first["log_dir"]  # the run it continues, as listed
+    assert record["resumed_from_checkpoint"] == str(Path(first["checkpoint"]).absolute())
     assert record["start_epoch"] == 1 and record["epochs_done"] == 2
 
 

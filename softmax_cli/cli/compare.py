@@ -29,7 +29,7 @@ from softmax_cli.cli.options import (
     resolve_device_or_usage_error,
     within,
 )
-from softmax_cli.cli.output import console, fail, print_json, results_console
+from softmax_cli.cli.output import console, fail, print_json, results_console, say
 from softmax_cli.config import Range
 from softmax_cli.data.paths import resolve_data_dir
 
@@ -76,7 +76,8 @@ def compare(
     from softmax_cli.cli.tables import render_comparison
     from softmax_cli.config import default_workers, resolve_hparams
     from softmax_cli.runs.folders import make_run_dir
-    from softmax_cli.training import compare_implementations
+    from softmax_cli.runs.summaries import CompareSummaryWriter
+    from softmax_cli.training import BestEffort, compare_implementations
 
     given = given_options(
         epochs=epochs, lr=lr, batch_size=batch_size, loader=loader, seed=seed, naive_softmax=naive_softmax,
@@ -99,13 +100,26 @@ def compare(
         display = TrainingDisplay(console, rows, label=f"{impl}, seed {hparams.seed}:")
         display.__enter__()
         displays.append(display)
-        return [display]
+        return [display, summary]
+
+    def warn(message: str) -> None:
+        say(f"[yellow]warning:[/] {escape(message)}")
 
     try:
         ensure_data(target)
         run_dir = make_run_dir(runs_dir, "compare", hparams.run_tag)
+        # The run's summary.json, so `softmax runs` tells how it went; a by-product, like train's.
+        writer = CompareSummaryWriter(run_dir, tolerance)
+        summary = BestEffort(writer, "the run summary (summary.json)", warn)
         try:
-            compared = compare_implementations(hparams, target, run_dir, torch_device, workers, display_for)
+            compared = compare_implementations(
+                hparams, target, run_dir, torch_device, workers, display_for,
+                on_compared=lambda row: summary.call("on_compared", row),
+            )  # fmt: skip
+        except BaseException:
+            summary.call("stopped")
+            _remove_if_empty(run_dir)
+            raise
         finally:
             for display in displays:
                 display.__exit__(None, None, None)
@@ -128,3 +142,11 @@ def compare(
         })  # fmt: skip
     if not agree:
         raise typer.Exit(1)
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """A comparison that saved nothing leaves no folder behind."""
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # not empty (a side's checkpoint, the summary): it stays

@@ -352,6 +352,30 @@ RunsDirOption = Annotated[
     Path,
     typer.Option(parser=folder_value, metavar="DIR", help="Folder of the runs: RUNS_DIR/<impl>/<timestamp>-<tag>/."),
 ]
+
+
+def run_name(value: Optional[str]) -> Optional[str]:
+    """The callback of --name: a name fit to be one folder (folders.name_problem), else a usage error."""
+    from softmax_cli.runs.folders import name_problem
+
+    if value is None:
+        return None
+    problem = name_problem(value)
+    if problem:
+        raise typer.BadParameter(f"{problem}: {value!r}")
+    return value
+
+
+NameOption = Annotated[
+    Optional[str],
+    typer.Option(
+        callback=run_name,
+        metavar="NAME",
+        show_default=False,
+        help="Name the run: its folder is RUNS_DIR/<impl>/NAME/ (it must not exist yet) instead of "
+        "<timestamp>-<tag>; `softmax runs`, `softmax plot` and TensorBoard show it.",
+    ),
+]
 NaiveSoftmaxOption = Annotated[
     Optional[bool],
     typer.Option(

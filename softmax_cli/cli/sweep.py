@@ -12,6 +12,7 @@ from softmax_cli.cli.options import (
     DataDirOption,
     DeviceOption,
     JsonOption,
+    NameOption,
     PresetOption,
     StandardizeOption,
     check_image_path,
@@ -99,6 +100,7 @@ def sweep(
             help="The sweep goes to RUNS_DIR/sweep/<timestamp>-<tag>/, one TensorBoard run per config.",
         ),
     ] = Path("runs"),
+    name: NameOption = None,
     plot: Annotated[
         Optional[Path],
         typer.Option(
@@ -140,6 +142,14 @@ def sweep(
     except GridError as exc:
         raise typer.BadParameter(str(exc)) from None
     torch_device = resolve_device_or_usage_error(device)
+    if name is not None:
+        from softmax_cli.runs.folders import named_run_dir
+
+        if named_run_dir(runs_dir, "sweep", name).exists():
+            folder = named_run_dir(runs_dir, "sweep", name)
+            raise typer.BadParameter(
+                f"{folder} already exists; choose another name or remove that folder", param_hint="--name"
+            )
 
     from softmax_cli.sweep import search as body
 
@@ -163,7 +173,7 @@ def sweep(
         return result.as_dict(reproduce)
 
     files = SweepFiles(payload_of, lambda message: say(f"[yellow]warning:[/] {escape(message)}"))
-    result = _run(configs, target, runs_dir, torch_device, files)
+    result = _run(configs, target, runs_dir, torch_device, files, name)
     if not result.configs:
         raise fail("interrupted before the first group finished; nothing was written", code=130)
 
@@ -212,7 +222,7 @@ def _report(result, payload: dict, files, as_json: bool, top) -> None:
         say(f"TensorBoard: {command}")
 
 
-def _run(configs, data_dir: Path, runs_dir: Path, device, files):
+def _run(configs, data_dir: Path, runs_dir: Path, device, files, name=None):
     """Create the sweep's folder and train the grid with the progress display, writing each group's results."""
     from softmax_cli.cli.render import SweepDisplay, count
     from softmax_cli.runs.folders import make_run_dir
@@ -220,7 +230,7 @@ def _run(configs, data_dir: Path, runs_dir: Path, device, files):
     from softmax_cli.sweep.search import run_sweep
     from softmax_cli.training import CallbackList
 
-    run_dir = make_run_dir(runs_dir, "sweep", f"{configs[0].preset}-{len(configs)}configs")
+    run_dir = make_run_dir(runs_dir, "sweep", f"{configs[0].preset}-{len(configs)}configs", name)
     groups = len(group_configs(configs))
     say(
         f"Sweeping {count(len(configs), 'configuration')} on {device} in {count(groups, 'group')} "
@@ -235,6 +245,7 @@ def _run(configs, data_dir: Path, runs_dir: Path, device, files):
         raise
     if not result.configs:
         _remove_if_empty(run_dir)
+    result.name = name
     return result
 
 

@@ -284,6 +284,8 @@ def _started(record) -> str:
 
 def _run_cells(record) -> list[str | Text]:
     hparams, final = record.hparams, record.final or {}
+    if record.comparison is not None:  # a compare run: the figures of its side trained last
+        final = final.get("concise") or final.get("scratch") or {}
 
     def number(value, spec: str) -> str:
         return "-" if value is None else format(value, spec)
@@ -301,8 +303,44 @@ def _run_cells(record) -> list[str | Text]:
         number(final.get("train_loss"), ".4f"),
         number(final.get("test_acc"), ".4f"),
         number(final.get("val_acc"), ".4f"),
-        Text(record.status, style=STATUS_STYLES.get(record.status, "")),
+        Text(_status(record), style=STATUS_STYLES.get(record.status, "")),
     ]
+
+
+def _status(record) -> str:
+    """How the run ended; "interrupted → resumed" where a listed run continues it."""
+    return f"{record.status} → resumed" if record.resumed_by else record.status
+
+
+def _run_notes(record) -> list[tuple[str, bool]]:
+    """The lines under a run's path, each with whether it holds a path (never broken): the run it
+    continues, a compare run's two sides."""
+    notes = []
+    if record.resumed_from is not None:
+        notes.append((f"↳ continues {printable(record.resumed_from)}", True))
+    elif record.resumed_from_checkpoint is not None:
+        notes.append((f"↳ continues the checkpoint {printable(record.resumed_from_checkpoint)}", True))
+    if record.comparison is not None:
+        notes.append(("↳ " + _comparison_words(record), False))
+    return notes
+
+
+def _comparison_words(record) -> str:
+    """A compare run's two sides and their agreement, in one line."""
+    sides = []
+    for side, entry in (record.final or {}).items():
+        if entry is None:
+            sides.append(f"{side} 0/{record.epochs_planned}")
+            continue
+        acc = entry.get("test_acc")
+        figures = "" if acc is None else f" acc {acc:.4f}"
+        sides.append(f"{side} {entry['epoch']}/{record.epochs_planned}{figures}")
+    agree, largest, tolerance = (record.comparison.get(key) for key in ("agree", "max_abs_diff", "tolerance"))
+    if agree is None:
+        verdict = "no epoch compared yet"
+    else:
+        verdict = f"{'agree' if agree else 'DIFFER'}, max |Δ| {largest:.2e} {'≤' if agree else '>'} {tolerance:g}"
+    return f"{', '.join(sides)}; {verdict}"
 
 
 def render_runs(console: Console, records: list, resume_commands: list[str | None] | None = None) -> None:
@@ -318,5 +356,7 @@ def render_runs(console: Console, records: list, resume_commands: list[str | Non
     for record, row, command in zip(records, cells, commands, strict=True):
         printer.row(row)
         console.print(Text("  " + printable(str(record.path)), style="cyan"), soft_wrap=True)
+        for note, is_path in _run_notes(record):
+            console.print(Text("  " + note, style="dim"), soft_wrap=is_path)  # a path is never broken
         if command:
             console.print(Text(f"  continue with: {command}", style="yellow"), soft_wrap=True)

@@ -21,6 +21,7 @@ from softmax_cli.cli.options import (
     LrOption,
     MomentumOption,
     NaiveSoftmaxOption,
+    NameOption,
     PresetOption,
     RunsDirOption,
     ScheduleOption,
@@ -50,6 +51,7 @@ def train(
     seed: SeedOption = None,
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = Path("runs"),
+    name: NameOption = None,
     checkpoint: Annotated[
         Optional[Path],
         typer.Option(
@@ -101,6 +103,14 @@ def train(
         raise typer.BadParameter(str(exc)) from None
     if hparams.naive_softmax and hparams.impl != "scratch":
         raise typer.BadParameter("--naive-softmax is for --impl scratch only", param_hint="--naive-softmax")
+    if name is not None:
+        from softmax_cli.runs.folders import named_run_dir
+
+        if named_run_dir(runs_dir, hparams.impl, name).exists():
+            folder = named_run_dir(runs_dir, hparams.impl, name)
+            raise typer.BadParameter(
+                f"{folder} already exists; choose another name or remove that folder", param_hint="--name"
+            )
     if workers is not None and hparams.loader == "memory":
         say("[yellow]note:[/] --workers only applies to --loader dataloader; ignored")
     workers = default_workers() if workers is None else workers
@@ -120,7 +130,7 @@ def train(
             ensure_data(target)
             check_validation_split(hparams, target)
             result = _run_training(
-                hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume, again, as_json
+                hparams, target, runs_dir, checkpoint, torch_device, workers, resumed, resume, again, as_json, name
             )  # fmt: skip
     except KeyboardInterrupt:
         # Stopped before training began (fetching or reading the data, say): reported like any stop.
@@ -136,7 +146,7 @@ def train(
         )
         _report_interruption(result, resume, again)
     if as_json:
-        print_json(_train_json(result))
+        print_json(_train_json(result, name))
     if result.interrupted:
         raise typer.Exit(130)
 
@@ -171,16 +181,21 @@ class _StopsRecordedWhileClosing:
         stops.closing()
 
 
-def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path, again, as_json):
+def _run_training(
+    hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path, again, as_json, name=None
+):
     """Create the run folder, train with the progress display and TensorBoard, and report how it ended."""
     from softmax_cli import training
     from softmax_cli.cli.render import TrainingDisplay
     from softmax_cli.config import RunPaths
     from softmax_cli.pictures.tensorboard import TensorBoardLogger
     from softmax_cli.runs import checkpoint as ckpt
-    from softmax_cli.runs.folders import CHECKPOINT_NAME, RunSummaryWriter, make_run_dir
+    from softmax_cli.runs.folders import CHECKPOINT_NAME, make_run_dir, run_of_checkpoint
+    from softmax_cli.runs.summaries import RunSummaryWriter
 
     new_folders = [folder for folder in (runs_dir, runs_dir / hparams.impl) if not folder.exists()]
+    # The run this one continues: told in its summary (`softmax runs` shows the chain) and in TensorBoard.
+    resumed_run = run_of_checkpoint(resume_path, runs_dir) if resume_path is not None else None
     # The reader of stdout leaving (`softmax train | head -2`) stops the run as Ctrl-C does.
     display = TrainingDisplay(console, results_console(as_json), reader_gone=stop_as_reader_gone)
 
@@ -189,7 +204,7 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
 
     try:
         tag = hparams.resumed_run_tag(resumed["epoch"]) if resumed else hparams.run_tag
-        log_dir = make_run_dir(runs_dir, hparams.impl, tag)
+        log_dir = make_run_dir(runs_dir, hparams.impl, tag, name)
         new_folders.append(log_dir)
         paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
         with ExitStack() as claimed:
@@ -198,9 +213,13 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
                 # that tells `softmax runs` it was killed.
                 claimed.enter_context(ckpt.claim_checkpoint_path(paths.checkpoint))
             # The logs are by-products: a full disk under them must not cost the training or its checkpoint.
-            logger = TensorBoardLogger(log_dir)
+            continues, from_epoch = None, None
+            if resumed:
+                continues = _tensorboard_name(resumed_run, runs_dir) if resumed_run else str(resume_path)
+                from_epoch = resumed["epoch"]
+            logger = TensorBoardLogger(log_dir, name=name, continues=continues, from_epoch=from_epoch)
             tensorboard = training.BestEffort(logger, "TensorBoard logging", warn)
-            summary = RunSummaryWriter(log_dir, resume_path)
+            summary = RunSummaryWriter(log_dir, resume_path, resumed_run, name)
             summary = training.BestEffort(summary, "the run summary (summary.json)", warn)
             # The summary first after the checkpoint: a run killed between the two writes (kill -9 leaves
             # no time to finish the epoch's logging) then shows its last epoch in `softmax runs` nearly always.
@@ -217,11 +236,15 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
     elif result.history:
         last = result.history[-1]
         evaluate = shlex.join(["softmax", "eval", str(result.checkpoint), *_without(again, "--runs-dir")])
-        command = escape(shlex.join(["tensorboard", "--logdir", str(log_dir)]))
-        logs = f"TensorBoard: {command}"
+        # TensorBoard names a run by its path under --logdir: under the runs folder, this one is
+        # <impl>/<folder>, beside every other run there (under its own folder it would be ".").
+        command = escape(shlex.join(["tensorboard", "--logdir", str(runs_dir)]))
+        shown = escape(_tensorboard_name(log_dir, runs_dir))
+        logs = f"TensorBoard: {command} (this run: {shown})"
         if tensorboard.failure:
-            logs = f"TensorBoard (incomplete, logging stopped: {escape(tensorboard.failure)}): {command}"
-        # The checkpoint line ends the result (stdout: `softmax train > log.txt` keeps it); with
+            stopped = escape(tensorboard.failure)
+            logs = f"TensorBoard (incomplete, logging stopped: {stopped}): {command} (this run: {shown})"
+            # The checkpoint line ends the result (stdout: `softmax train > log.txt` keeps it); with
         # --json the JSON object says it all, and the hints are for a person reading the result.
         # Training has ended: a reader gone by now is reported by reports_errors (exit 141).
         display.rows.print(
@@ -232,6 +255,14 @@ def _run_training(hparams, data_dir, runs_dir, checkpoint, device, workers, resu
         if not as_json:
             say(f"Evaluate it: {escape(evaluate)}\n{logs}")
     return result
+
+
+def _tensorboard_name(folder: Path, runs_dir: Path) -> str:
+    """The name TensorBoard gives a run folder under `--logdir RUNS_DIR`: its path relative to it."""
+    try:
+        return folder.absolute().relative_to(runs_dir.absolute()).as_posix()
+    except ValueError:
+        return str(folder)
 
 
 def _without(options: list[str], flag: str) -> list[str]:
@@ -273,7 +304,7 @@ def _report_interruption(result, resume_path, again: list[str]) -> None:
     say(f"Continue with: {escape(continue_command)}")
 
 
-def _train_json(result) -> dict:
+def _train_json(result, name: Optional[str] = None) -> dict:
     return {
         "impl": result.hparams.impl,
         "device": str(result.device),
@@ -281,6 +312,7 @@ def _train_json(result) -> dict:
         "history": result.history,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "log_dir": str(result.log_dir) if result.log_dir else None,
+        "name": name,
         "hparams": result.hparams.as_dict(),
         "interrupted": result.interrupted,
     }

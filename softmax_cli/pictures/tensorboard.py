@@ -7,7 +7,8 @@ name>` (TensorBoard labels each card with its tag), a text card saying what the 
 and the scale, and the confusion matrix as a Markdown table with recall per class.
 
 Tags (docs/pictures.md): loss/train, loss/test, accuracy/train, accuracy/test, accuracy/val,
-lr; images weights/<class name>; text weights/colours and confusion_matrix; the HPARAMS tab;
+lr; images weights/<class name>; text weights/colours, confusion_matrix and run (a named or
+resumed run: its name, the run it continues); the HPARAMS tab;
 the book's curves (train and test on one chart) in the CUSTOM SCALARS tab.
 
 The event file is opened by the first finished epoch, so a run that finishes none leaves
@@ -46,13 +47,19 @@ CUSTOM_SCALARS_LAYOUT = {
 def hparams_for_tensorboard(hparams: dict) -> dict:
     """The settings as TensorBoard's HPARAMS tab should show them.
 
-    TensorBoard knows numbers (float64, printed with 5 significant digits: 256 shows as
-    "256.00"), text and booleans; it has no integer type. Quantities stay numbers so they
-    can be sorted, filtered by range and drawn on numeric axes. Booleans stay booleans
-    (true/false). The seed becomes text: it names a draw rather than measuring anything,
-    and float64 cannot hold every 64-bit seed exactly.
+    TensorBoard knows numbers (float64), text and booleans; it has no integer type, and its
+    HPARAMS table prints every number with 5 significant digits (JavaScript's toPrecision(5),
+    whatever type the experiment declares): epochs 3 would read "3.0000", batch size 256
+    "256.00". So integers (epochs, batch_size, seed) are written as text ("3", "256"), which
+    the table prints as is; the seed also could not be held exactly by a float64. Other
+    numbers (lr, momentum, ...) stay numbers, to sort, filter by range and draw on numeric
+    axes. Booleans stay booleans (true/false).
     """
-    return {key: str(value) if key == "seed" else value for key, value in hparams.items()}
+    return {key: str(value) if _is_integer(value) else value for key, value in hparams.items()}
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def session_start_summary(hparams: dict, trial_id: str):
@@ -90,6 +97,16 @@ def session_end_summary(status: int):
     return Summary(
         value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=content, tensor=metadata.NULL_TENSOR)]
     )
+
+
+def run_card(name: str | None, continues: str | None, from_epoch: int | None) -> str:
+    """The text card `run`: the run's name, and the run it continues; empty when there is neither."""
+    lines = []
+    if name is not None:
+        lines.append(f"Name: {name}")
+    if continues is not None:
+        lines.append(f"Continues {continues} after its epoch {from_epoch} (softmax train --resume).")
+    return "\n\n".join(lines)
 
 
 # Each template's 28 x 28 pixels are drawn as SCALE x SCALE blocks (nearest neighbour), so a
@@ -166,8 +183,15 @@ def confusion_markdown(confusion, class_names: Sequence[str]) -> str:
 class TensorBoardLogger(TrainingCallbacks):
     """Writes one run's curves and pictures into its own folder, so repeated runs never mix."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(
+        self, log_dir: Path, name: str | None = None, continues: str | None = None, from_epoch: int | None = None
+    ) -> None:
+        """name: the run's name (--name); continues: the run it resumes (its name under `--logdir RUNS_DIR`,
+        or the checkpoint file where no run is known), after from_epoch epochs."""
         self.log_dir = log_dir
+        self.name = name
+        self.continues = continues
+        self.from_epoch = from_epoch
         self.writer = None
         self.plan = None
         self._writer_class = None
@@ -189,8 +213,16 @@ class TensorBoardLogger(TrainingCallbacks):
         if self.writer is None:
             self.writer = self._writer_class(log_dir=str(self.log_dir))
             trial_id = f"{self.log_dir.parent.name}/{self.log_dir.name}"  # the run's name under `--logdir runs`
-            self.writer.file_writer.add_summary(session_start_summary(self.plan.hparams.as_dict(), trial_id))
+            hparams = self.plan.hparams.as_dict()
+            if self.name is not None:
+                hparams["name"] = self.name
+            if self.continues is not None:
+                hparams["continues"] = self.continues
+            self.writer.file_writer.add_summary(session_start_summary(hparams, trial_id))
             self.writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
+            card = run_card(self.name, self.continues, self.from_epoch)
+            if card:
+                self.writer.add_text("run", card, self.plan.start_epoch + 1)
         return self.writer
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
 """Run folders: making them, the small summary each run keeps up to date, and finding runs again.
 
-A run lives in RUNS_DIR/<impl>/<timestamp>-<tag>/ with its TensorBoard events, its
-checkpoint.pt and summary.json. The summary is plain JSON, rewritten atomically after
+A run lives in RUNS_DIR/<impl>/<timestamp>-<tag>/ (or RUNS_DIR/<impl>/<NAME>/, a name a person
+chose with --name) with its TensorBoard events, its checkpoint.pt and summary.json; a
+`softmax compare` run in RUNS_DIR/compare/<timestamp>-<tag>/ with scratch.pt, concise.pt and a
+summary of both sides. The summary is plain JSON, rewritten atomically after
 every epoch and when the run ends, so `softmax runs`, `softmax eval` with no argument and
 `softmax plot` can read a run without importing torch. A run that completed no epoch
 writes none (and its folder is removed), so a summary always describes a usable run.
@@ -23,7 +25,7 @@ from pathlib import Path
 from softmax_cli import files
 from softmax_cli.atomic import atomic_write
 from softmax_cli.config import IMPLS, INT64_MAX, LOADERS, Hparams, Range, hparam_problem
-from softmax_cli.errors import SoftmaxError
+from softmax_cli.errors import SoftmaxError, UsageError
 
 SUMMARY_NAME = "summary.json"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -33,13 +35,58 @@ STATUSES = ("running", "finished", "interrupted", "diverged")
 # What `softmax runs` may show besides: a summary that says running while no process holds the run's
 # lock (its process was killed), a folder with neither summary nor lock, one whose summary is damaged.
 KILLED = "killed"
+COMPARE = "compare"  # the impl of a `softmax compare` run's summary, and its folder under RUNS_DIR
+COMPARED = ("scratch", "concise")  # the sides of a compare run, in the order they train
 _STAMP = "%Y%m%d-%H%M%S"
 
 
-def make_run_dir(runs_dir: Path, impl: str, tag: str) -> Path:
-    """A fresh folder runs/<impl>/<timestamp>-<tag>, so repeated runs never mix curves."""
-    stamp = time.strftime(_STAMP)
+# A name's limit in bytes: a folder name's on common file systems.
+NAME_BYTES = 255
+
+
+def name_problem(name: str) -> str | None:
+    """What makes `name` unfit as a run folder's name (--name), in a few words; None if it is fit.
+
+    A name is one path component a shell, TensorBoard and a table show as it is: not empty,
+    not . or .., no / or \\, printable, no space at either end, at most NAME_BYTES bytes.
+    """
+    if not name:
+        return "is empty"
+    if name in (".", ".."):
+        return f"cannot be {name!r}"
+    if "/" in name or "\\" in name:
+        return "must be one folder name, without / or \\"
+    if not name.isprintable():
+        return "must be printable (no control characters)"
+    if name != name.strip():
+        return "must not begin or end with a space"
+    if len(name.encode("utf-8")) > NAME_BYTES:
+        return f"is longer than {NAME_BYTES} bytes"
+    return None
+
+
+def named_run_dir(runs_dir: Path, impl: str, name: str) -> Path:
+    """Where a run named `name` (--name) lives: runs/<impl>/<name>."""
+    return runs_dir / impl / name
+
+
+def make_run_dir(runs_dir: Path, impl: str, tag: str, name: str | None = None) -> Path:
+    """A fresh folder runs/<impl>/<timestamp>-<tag>, so repeated runs never mix curves.
+
+    With a name (--name): exactly runs/<impl>/<name>; one that exists already is a usage error.
+    """
     base = runs_dir / impl
+    if name is not None:
+        folder = named_run_dir(runs_dir, impl, name)
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            folder.mkdir()
+        except FileExistsError:
+            raise UsageError(f"{folder} already exists; choose another name or remove that folder", "--name") from None
+        except OSError as exc:
+            raise SoftmaxError(f"cannot create the run folder {folder}: {exc.strerror}") from None
+        return folder
+    stamp = time.strftime(_STAMP)
     for attempt in range(1, 1000):
         suffix = "" if attempt == 1 else f"-{attempt}"
         candidate = base / f"{stamp}-{tag}{suffix}"
@@ -144,15 +191,22 @@ def check_summary(raw: object) -> dict:
         if not (value is None and key == "updated" or _is_text(value) and _moment(value) is not None):
             raise damaged(f"{key} is not a date and time")
         summary[key] = value
-    for key, allowed in (("impl", IMPLS), ("status", STATUSES)):
+    for key, allowed in (("impl", (*IMPLS, COMPARE)), ("status", STATUSES)):
         if raw[key] not in allowed or not isinstance(raw[key], str):
             raise damaged(f"{key} is not one of {', '.join(allowed)}")
         summary[key] = raw[key]
-    for key in ("device", "checkpoint", "resumed_from"):
+    for key in ("device", "checkpoint", "resumed_from", "resumed_from_checkpoint"):
         value = raw.get(key)
         if not (value is None or _is_text(value) and "\0" not in value):
             raise damaged(f"{key} is not text")
         summary[key] = value
+    if "resumed_from_checkpoint" not in raw:
+        # Written before runs named the run they continue: resumed_from was the checkpoint file.
+        summary["resumed_from_checkpoint"], summary["resumed_from"] = summary["resumed_from"], None
+    name = raw.get("name")
+    if not (name is None or isinstance(name, str) and name_problem(name) is None):
+        raise damaged("name is not a run folder's name")
+    summary["name"] = name
     for key in ("epochs_done", "epochs_planned", "start_epoch", "train_examples", "pid"):
         value = raw.get(key)
         if not (value is None and key != "epochs_done" or _is_count(value)):
@@ -177,7 +231,40 @@ def check_summary(raw: object) -> dict:
             if not (entry.get(key) is None or _is_number(entry[key])):
                 raise damaged(f"history entry {number}: {key} is not a number")
     summary["history"] = [dict(entry) for entry in history]
+    if summary["impl"] == COMPARE:
+        summary.update(_checked_comparison(raw, damaged))
     return summary
+
+
+def _checked_comparison(raw: dict, damaged) -> dict:
+    """A compare run's own fields: each side's last epoch ("final": {"scratch": ..., "concise": ...}),
+    whether the weights agree so far, the largest difference and the tolerance."""
+    final = raw.get("final")
+    if not isinstance(final, dict):
+        raise damaged("final is not an object")
+    sides = {}
+    for side in COMPARED:
+        entry = final.get(side)
+        if entry is None:
+            sides[side] = None
+            continue
+        if not (isinstance(entry, dict) and all(_is_text(k) and _is_plain(v) for k, v in entry.items())):
+            raise damaged(f"final {side} is not an object of numbers")
+        if not _is_count(entry.get("epoch")) or any(
+            not (entry.get(key) is None or _is_number(entry[key])) for key in _METRICS
+        ):
+            raise damaged(f"final {side} is not an epoch's figures")
+        sides[side] = dict(entry)
+    agree = raw.get("agree")
+    if not (agree is None or isinstance(agree, bool)):
+        raise damaged("agree is not true or false")
+    checked = {"final": sides, "agree": agree}
+    for key in ("max_abs_diff", "tolerance"):
+        value = raw.get(key)
+        if not (value is None or _is_number(value) and value >= 0):
+            raise damaged(f"{key} is not a number >= 0")
+        checked[key] = value
+    return checked
 
 
 def _is_count(value: object) -> bool:
@@ -222,72 +309,24 @@ def _moment(stamp: str) -> float | None:
         return None
 
 
-class RunSummaryWriter:
-    """A training callback that keeps run_dir/summary.json true: after every epoch, and at the end.
-
-    Duck-typed like every other callback, so this module never imports torch.
-    """
-
-    def __init__(self, run_dir: Path, resumed_from: Path | None = None) -> None:
-        self.run_dir = run_dir
-        self.resumed_from = resumed_from
-        self.summary: dict | None = None
-        self.start_epoch = 0
-
-    def on_train_start(self, plan) -> None:
-        hparams = plan.hparams.as_dict()
-        self.start_epoch = plan.start_epoch
-        self.summary = {
-            "format": SUMMARY_FORMAT,
-            "version": SUMMARY_VERSION,
-            "started": _now(),
-            "updated": None,
-            "impl": hparams["impl"],
-            "device": str(plan.device),
-            "hparams": hparams,
-            "epochs_planned": hparams["epochs"],
-            "epochs_done": plan.start_epoch,
-            "train_examples": plan.train_examples,
-            "status": "running",
-            # Whose lock on the checkpoint says this run still lives (`softmax runs`, see _still_running).
-            "pid": os.getpid(),
-            # Absolute: `softmax runs` and `softmax eval RUN_FOLDER` may run from another folder.
-            "checkpoint": str(plan.paths.checkpoint.absolute()),
-            "resumed_from": None if self.resumed_from is None else str(self.resumed_from),
-            "start_epoch": plan.start_epoch,
-            "history": list(plan.history),
-        }
-
-    def on_batch_end(self) -> None:
-        pass
-
-    def on_epoch_end(self, metrics, model) -> None:
-        self.summary["history"].append(metrics.as_dict())
-        self.summary["epochs_done"] = metrics.epoch
-        self._write()
-
-    def on_train_end(self, result, model) -> None:
-        if self.summary is None or result.epochs_done == self.start_epoch:
-            return  # this run completed no epoch: it leaves no summary (and no run folder)
-        # The result is the truth: an epoch whose on_epoch_end a stop cut short is still saved.
-        self.summary["history"] = list(result.history)
-        self.summary["epochs_done"] = result.epochs_done
-        if result.diverged:
-            self.summary["status"] = "diverged"
-        elif result.interrupted:
-            self.summary["status"] = "interrupted"
-        else:
-            self.summary["status"] = "finished"
-        self._write()
-
-    def _write(self) -> None:
-        self.summary["updated"] = _now()
-        write_summary(self.run_dir, self.summary)
-
-
-def _now() -> str:
+def now() -> str:
+    """Now, as the summaries write it: ISO, local offset, milliseconds."""
     # Milliseconds: two runs started within one second still list newest first.
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds")
+
+
+def run_of_checkpoint(checkpoint: Path, runs_dir: Path) -> Path | None:
+    """The run folder that wrote `checkpoint`, where it can be told: the folder it lies in, when that
+    is a run naming it, else the newest run under runs_dir whose checkpoint it is; None if none."""
+    target = _resolved(checkpoint)
+    folder = checkpoint.parent
+    summary = read_summary(folder)
+    if summary is not None and summary["checkpoint"] and _resolved(Path(summary["checkpoint"])) == target:
+        return folder
+    for record in list_runs(runs_dir):
+        if record.checkpoint is not None and _resolved(record.checkpoint) == target:
+            return record.path
+    return None
 
 
 @dataclass
@@ -315,11 +354,15 @@ class RunRecord:
     final: dict | None = None
     checkpoint: Path | None = None
     has_summary: bool = False
-    resumed_from: str | None = None
+    resumed_from: str | None = None  # the run folder this one continues (as listed, where it is)
+    resumed_from_checkpoint: str | None = None  # the checkpoint file it resumed
+    resumed_by: list[str] = field(default_factory=list)  # the listed runs that continue this one
     start_epoch: int | None = None
     checkpoints: list[Path] = field(default_factory=list)
     damaged: str | None = None  # why its summary.json cannot be trusted (status "damaged")
     device: str | None = None  # the device it trained on, as --device takes it
+    name: str | None = None  # the name a person gave the run (--name)
+    comparison: dict | None = None  # a compare run's {"agree", "max_abs_diff", "tolerance"}
 
     def as_dict(self) -> dict:
         return json_safe(
@@ -334,11 +377,15 @@ class RunRecord:
                 "final": self.final,
                 "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
                 "checkpoints": [str(path) for path in self.checkpoints],
+                "name": self.name,
                 "resumed_from": self.resumed_from,
+                "resumed_from_checkpoint": self.resumed_from_checkpoint,
+                "resumed_by": list(self.resumed_by),
                 "start_epoch": self.start_epoch,
                 "has_summary": self.has_summary,
                 "damaged": self.damaged,
                 "device": self.device,
+                "comparison": self.comparison,
             }
         )
 
@@ -351,11 +398,48 @@ def list_runs(runs_dir: Path) -> list[RunRecord]:
     """
     records = []
     for child in _subfolders(runs_dir):
-        if _STAMPED.match(child.name):
+        if _STAMPED.match(child.name) or _is_run_folder(child):
             records.append(_record(child, runs_dir.name))
         else:
             records.extend(_record(folder, child.name) for folder in _subfolders(child))
-    return sorted(records, key=_newest_first_key, reverse=True)
+    records = sorted(records, key=_newest_first_key, reverse=True)
+    _link_resumed(records)
+    return records
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """A folder that holds a run's own files (a run named with --name has no timestamp to tell it)."""
+    return _is_file(folder / SUMMARY_NAME) or bool(checkpoint_files(folder))
+
+
+def _link_resumed(records: list[RunRecord]) -> None:
+    """Tie each resumed run to the listed run it continues, both ways (resumed_from, resumed_by).
+
+    Derived here, from the summaries alone: listing never writes. A run continues the folder its
+    summary names, or (a summary written before runs named it) the newest older run whose
+    checkpoint is the file it resumed. records are newest first.
+    """
+    by_folder = {_resolved(record.path): record for record in records}
+    for at, record in enumerate(records):
+        target = None
+        if record.resumed_from is not None:
+            target = by_folder.get(_resolved(Path(record.resumed_from)))
+        elif record.resumed_from_checkpoint is not None:
+            resumed = _resolved(Path(record.resumed_from_checkpoint))
+            target = next(
+                (older for older in records[at + 1 :] if older.checkpoint and _resolved(older.checkpoint) == resumed),
+                None,
+            )
+        if target is not None and target is not record:
+            record.resumed_from = str(target.path)
+            target.resumed_by.append(str(record.path))
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return path.absolute()
 
 
 def _newest_first_key(record: RunRecord) -> tuple[float, str]:
@@ -429,6 +513,12 @@ def _record(folder: Path, impl: str) -> RunRecord:
     else:
         checkpoint = named if named is not None and _is_file(named) else None
     start_epoch = summary["start_epoch"]
+    resumed = summary["resumed_from"] or summary["resumed_from_checkpoint"]
+    if summary["impl"] == COMPARE:
+        final = summary["final"]
+        checkpoint = None  # two checkpoints: `softmax eval` must be told which
+    else:
+        final = history[-1] if history else None
     return RunRecord(
         path=folder,
         impl=summary["impl"],
@@ -437,13 +527,18 @@ def _record(folder: Path, impl: str) -> RunRecord:
         hparams=summary["hparams"],
         epochs_done=summary["epochs_done"],
         epochs_planned=summary["epochs_planned"],
-        final=history[-1] if history else None,
+        final=final,
         checkpoint=checkpoint,
         has_summary=True,
         resumed_from=summary["resumed_from"],
-        start_epoch=start_epoch if start_epoch is not None or summary["resumed_from"] else 0,
+        resumed_from_checkpoint=summary["resumed_from_checkpoint"],
+        start_epoch=start_epoch if start_epoch is not None or resumed else 0,
         checkpoints=checkpoints if checkpoint is None or checkpoint in checkpoints else [*checkpoints, checkpoint],
         device=summary["device"],
+        name=summary["name"],
+        comparison={key: summary[key] for key in ("agree", "max_abs_diff", "tolerance")}
+        if summary["impl"] == COMPARE
+        else None,
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from softmax_cli.config import PRESETS, Hparams
 from softmax_cli.errors import SoftmaxError
-from softmax_cli.runs.folders import CHECKPOINT_NAME, SUMMARY_NAME, DamagedSummary, load_summary
+from softmax_cli.runs.folders import CHECKPOINT_NAME, COMPARE, SUMMARY_NAME, DamagedSummary, load_summary
 
 # The per-epoch numbers a curve can show, as `softmax train` records them.
 CURVE_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc", "val_acc")
@@ -34,10 +34,13 @@ class RunHistory:
     path: Path
     hparams: dict
     history: list[dict]
+    chosen_name: str | None = None  # the name a person gave the run (--name), from its summary
 
     @property
     def name(self) -> str:
-        """The run folder's name (a checkpoint named checkpoint.pt is named by its folder)."""
+        """The run's name, else its folder's (a checkpoint named checkpoint.pt is named by its folder)."""
+        if self.chosen_name is not None:
+            return self.chosen_name
         if self.path.is_file() and self.path.name == CHECKPOINT_NAME:
             return self.path.resolve().parent.name
         return self.path.name
@@ -56,8 +59,12 @@ def read_history(path: Path) -> RunHistory:
             summary, damaged = None, str(exc)
         else:
             damaged = None
+        if summary is not None and summary["impl"] == COMPARE:
+            sides = " ".join(str(path / f"{side}.pt") for side in summary["final"])
+            raise SoftmaxError(f"{path} is a `softmax compare` run: plot its two sides' checkpoints, {sides}")
         if summary is not None:
-            return _checked(RunHistory(path, dict(summary["hparams"]), _entries(summary["history"])))
+            history = _entries(summary["history"])
+            return _checked(RunHistory(path, dict(summary["hparams"]), history, summary["name"]))
         source = path / CHECKPOINT_NAME
         if damaged is not None and not source.is_file():
             raise SoftmaxError(f"{path}: {damaged}, and the folder has no {CHECKPOINT_NAME} to read instead")
@@ -142,10 +149,18 @@ def label_runs(runs: Sequence[RunHistory]) -> tuple[list[str], str]:
     shared = [describe(key, runs[0].hparams[key]) for key in same if _UNREMARKABLE.get(key, ()) != runs[0].hparams[key]]
     if len(runs) == 1:
         return [runs[0].name], f"{runs[0].name}\n{', '.join(shared)}"
-    labels = [", ".join(describe(key, run.hparams.get(key)) for key in differing) or run.name for run in runs]
+    # A run a person named is labelled by its name; the others by the settings that differ.
+    labels = [
+        run.chosen_name
+        if run.chosen_name is not None
+        else ", ".join(describe(key, run.hparams.get(key)) for key in differing) or run.name
+        for run in runs
+    ]
     repeated = {label for label in labels if labels.count(label) > 1}
     labels = [
-        (f"{label} ({run.name})" if differing else str(run.path)) if label in repeated else label
+        (f"{label} ({run.name})" if differing and run.chosen_name is None else str(run.path))
+        if label in repeated
+        else label
         for label, run in zip(labels, runs, strict=True)
     ]
     heading = f"{len(runs)} runs" + (f", all {', '.join(shared)}" if shared else "")

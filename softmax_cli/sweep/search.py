@@ -118,6 +118,7 @@ class SweepResult:
     best_snapshot: BestSnapshot | None = None
     checkpoint: Path | None = None
     plot: Path | None = None
+    name: str | None = None  # the sweep's name (--name), its folder's
 
     @property
     def ranked(self) -> list[ConfigResult]:
@@ -144,6 +145,7 @@ class SweepResult:
                 "device": str(self.device),
                 "seconds": self.seconds,
                 "run_dir": str(self.run_dir),
+                "name": self.name,
                 "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
                 "plot": None if self.plot is None else str(self.plot),
                 "reproduce": reproduce,
@@ -330,6 +332,7 @@ def write_best_summary(result: SweepResult, status: str) -> None:
             "started": result.started,
             "updated": _now(),
             "impl": hparams.impl,
+            "name": result.name,
             "device": str(result.device),
             "hparams": hparams.as_dict(),
             "epochs_planned": hparams.epochs,
@@ -338,6 +341,7 @@ def write_best_summary(result: SweepResult, status: str) -> None:
             "status": status,
             "checkpoint": str(best.checkpoint),
             "resumed_from": None,
+            "resumed_from_checkpoint": None,
             "history": best.history,
             "sweep": {"configs": len(result.configs), "best": best.tag, "results": SWEEP_JSON},
         },
