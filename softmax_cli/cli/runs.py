@@ -43,9 +43,13 @@ def runs(
     from softmax_cli.runs.folders import list_runs
 
     found = list_runs(runs_dir)
-    continued = {_resolved(record.resumed_from) for record in found if record.resumed_from}
+    # A checkpoint some listed run has resumed needs no resume line.
+    continued = {_resolved(record.resumed_from_checkpoint) for record in found if record.resumed_from_checkpoint}
     records = found[:limit]
-    commands = [None if _resolved(record.checkpoint) in continued else resume_command(record) for record in records]
+    commands = [
+        None if record.resumed_by or _resolved(record.checkpoint) in continued else resume_command(record)
+        for record in records
+    ]
     if as_json:
         pairs = zip(records, commands, strict=True)
         listed = [{**record.as_dict(), "resume_command": command} for record, command in pairs]
