@@ -61,11 +61,11 @@ def test_training_survives_tensorboard_failing_on_a_full_disk(good_writes, synth
 
     monkeypatch.setattr(RecordWriter, "write", write)
     target = tmp_path / "elsewhere" / "c.pt"
-    result = run_train(synthetic_data_dir, tmp_path, "--epochs", "3", "--checkpoint", target, "--json")
+    # Without --json: the final hints, for a person, say the logs are incomplete.
+    result = run_train(synthetic_data_dir, tmp_path, "--epochs", "3", "--checkpoint", target)
     assert_clean(result)
     assert result.exit_code == 0, result.output
-    payload = only_json(result)
-    assert payload["epochs"] == 3 and ckpt.load_checkpoint(target)["epoch"] == 3
+    assert ckpt.load_checkpoint(target)["epoch"] == 3 and "Done: " in result.stdout
     (warning,) = warnings_in(result)
     assert "TensorBoard logging stopped: No space left on device" in warning and "training goes on" in warning
     assert "TensorBoard (incomplete" in helpers.flat(result.stderr)
@@ -323,7 +323,7 @@ def test_sigterm_as_training_starts_exits_143_and_says_what_was_kept(synthetic_d
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 143, err
-    assert "Traceback" not in err and out == ""
+    assert "Traceback" not in err + out  # stdout holds the settings header (and any finished epoch)
     if "before the first epoch finished" in err:
         assert not target.exists() and not (tmp_path / "runs").exists()
     else:

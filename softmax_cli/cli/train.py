@@ -163,74 +163,26 @@ def _given_location_options(data_dir: Optional[Path], runs_dir: Path, device: st
     return options
 
 
-class _StopsRecordedWhileClosing:
-    """A training callback: once training ends, a stop request is recorded, no longer raised.
-
-    What is left (closing the logs, the report) is short, and cutting it short would leave
-    an event file unclosed or a report that says less than was saved. Duck-typed like
-    every callback, so this module does not import torch.
-    """
-
-    def on_train_start(self, plan) -> None: ...
-    def on_batch_end(self) -> None: ...
-    def on_epoch_end(self, metrics, model) -> None: ...
-
-    def on_train_end(self, result, model) -> None:
-        from softmax_cli import stops
-
-        stops.closing()
-
-
 def _run_training(
     hparams, data_dir, runs_dir, checkpoint, device, workers, resumed, resume_path, again, as_json, name=None
 ):
-    """Create the run folder, train with the progress display and TensorBoard, and report how it ended."""
-    from softmax_cli import training
+    """Train with the progress display (runs.session makes the folder, the logs and the checkpoint), and
+    report how it ended."""
     from softmax_cli.cli.render import TrainingDisplay
-    from softmax_cli.config import RunPaths
-    from softmax_cli.pictures.tensorboard import TensorBoardLogger
-    from softmax_cli.runs import checkpoint as ckpt
-    from softmax_cli.runs.folders import CHECKPOINT_NAME, make_run_dir, run_of_checkpoint
-    from softmax_cli.runs.summaries import RunSummaryWriter
+    from softmax_cli.runs.session import tensorboard_name, train_run
 
-    new_folders = [folder for folder in (runs_dir, runs_dir / hparams.impl) if not folder.exists()]
-    # The run this one continues: told in its summary (`softmax runs` shows the chain) and in TensorBoard.
-    resumed_run = run_of_checkpoint(resume_path, runs_dir) if resume_path is not None else None
     # The reader of stdout leaving (`softmax train | head -2`) stops the run as Ctrl-C does.
     display = TrainingDisplay(console, results_console(as_json), reader_gone=stop_as_reader_gone)
 
     def warn(message: str) -> None:
         say(f"[yellow]warning:[/] {escape(message)}")
 
-    try:
-        tag = hparams.resumed_run_tag(resumed["epoch"]) if resumed else hparams.run_tag
-        log_dir = make_run_dir(runs_dir, hparams.impl, tag, name)
-        new_folders.append(log_dir)
-        paths = RunPaths(data_dir=data_dir, log_dir=log_dir, checkpoint=checkpoint or log_dir / CHECKPOINT_NAME)
-        with ExitStack() as claimed:
-            if checkpoint is None:
-                # Claimed as soon as the folder exists: a run killed from here on leaves the lock file
-                # that tells `softmax runs` it was killed.
-                claimed.enter_context(ckpt.claim_checkpoint_path(paths.checkpoint))
-            # The logs are by-products: a full disk under them must not cost the training or its checkpoint.
-            continues, from_epoch = None, None
-            if resumed:
-                continues = _tensorboard_name(resumed_run, runs_dir) if resumed_run else str(resume_path)
-                from_epoch = resumed["epoch"]
-            logger = TensorBoardLogger(log_dir, name=name, continues=continues, from_epoch=from_epoch)
-            tensorboard = training.BestEffort(logger, "TensorBoard logging", warn)
-            summary = RunSummaryWriter(log_dir, resume_path, resumed_run, name)
-            summary = training.BestEffort(summary, "the run summary (summary.json)", warn)
-            # The summary first after the checkpoint: a run killed between the two writes (kill -9 leaves
-            # no time to finish the epoch's logging) then shows its last epoch in `softmax runs` nearly always.
-            callbacks = training.CallbackList([_StopsRecordedWhileClosing(), summary, display, tensorboard])
-            with display:
-                result = training.fit(hparams, paths, device, callbacks, workers=workers, resume_from=resumed)
-    finally:
-        # A run that completed no epoch (failed, interrupted, diverged) leaves no folder behind.
-        _remove_empty(new_folders)
-    if not log_dir.is_dir():
-        result.log_dir = None
+    with display:
+        trained = train_run(
+            hparams, data_dir, runs_dir, device, checkpoint=checkpoint, workers=workers, resumed=resumed,
+            resume_path=resume_path, name=name, callbacks=[display], warn=warn,
+        )  # fmt: skip
+    result = trained.result
     if result.interrupted:
         _report_interruption(result, resume_path, again)
     elif result.history:
@@ -239,10 +191,10 @@ def _run_training(
         # TensorBoard names a run by its path under --logdir: under the runs folder, this one is
         # <impl>/<folder>, beside every other run there (under its own folder it would be ".").
         command = escape(shlex.join(["tensorboard", "--logdir", str(runs_dir)]))
-        shown = escape(_tensorboard_name(log_dir, runs_dir))
+        shown = escape(tensorboard_name(result.log_dir or runs_dir, runs_dir))
         logs = f"TensorBoard: {command} (this run: {shown})"
-        if tensorboard.failure:
-            stopped = escape(tensorboard.failure)
+        if trained.tensorboard_failure:
+            stopped = escape(trained.tensorboard_failure)
             logs = f"TensorBoard (incomplete, logging stopped: {stopped}): {command} (this run: {shown})"
             # The checkpoint line ends the result (stdout: `softmax train > log.txt` keeps it); with
         # --json the JSON object says it all, and the hints are for a person reading the result.
@@ -257,29 +209,12 @@ def _run_training(
     return result
 
 
-def _tensorboard_name(folder: Path, runs_dir: Path) -> str:
-    """The name TensorBoard gives a run folder under `--logdir RUNS_DIR`: its path relative to it."""
-    try:
-        return folder.absolute().relative_to(runs_dir.absolute()).as_posix()
-    except ValueError:
-        return str(folder)
-
-
 def _without(options: list[str], flag: str) -> list[str]:
     """options less `flag` and its value."""
     if flag not in options:
         return options
     at = options.index(flag)
     return options[:at] + options[at + 2 :]
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove those of these folders (made by this run) that are empty, deepest first."""
-    for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True):
-        try:
-            folder.rmdir()
-        except OSError:
-            pass  # not empty, or already gone: it stays as it is
 
 
 def _report_interruption(result, resume_path, again: list[str]) -> None:
