@@ -179,7 +179,8 @@ def _write_results(result, plot, data_dir, target, device: str, as_json: bool, t
 
 def _run(configs, data_dir: Path, runs_dir: Path, device):
     """Create the sweep's folder and train the grid with the progress display and TensorBoard."""
-    from softmax_cli.cli.render import SweepDisplay, count
+    from softmax_cli.cli.render import SweepDisplay
+    from softmax_cli.config import count
     from softmax_cli.runs.folders import make_run_dir
     from softmax_cli.sweep.grid import group_configs, varying
     from softmax_cli.sweep.report import SweepTensorBoard
