@@ -156,9 +156,10 @@ def _fetch_missing(data_dir: Path) -> None:
         with DownloadProgressBar(console) as progress:
             dl.ensure_dataset(data_dir, progress=progress)
     except DataError as exc:
+        # Ready to paste: only DIR, the folder holding the four .gz files, is the user's to fill in.
         raise DataError(
-            f"{exc} (--mirror and --from are options of `softmax download --data-dir "
-            f"{shlex.quote(str(data_dir))}`; run it first)"
+            f"{exc}; --mirror and --from are options of `softmax download`: with the four .gz files in a "
+            f"folder DIR, run `softmax download --from DIR --data-dir {shlex.quote(str(data_dir))}` first"
         ) from None
 
 

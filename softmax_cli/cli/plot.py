@@ -82,6 +82,7 @@ def plot(
     if as_json:
         print_json({
             "out": str(out),
+            "title": heading,
             "runs": [
                 {"path": str(run.path), "label": label, "epochs": len(run.history), "status": run.status,
                  "identical_curves": [str(runs[i].path) for group in groups if index in group for i in group
