@@ -208,6 +208,11 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def count(n: int, noun: str) -> str:
+    """How every message says a number of things: '1 epoch', '20 epochs', '1,000 configurations'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def default_workers() -> int:
     """DataLoader workers when --workers is not given: the book's 4, at most one per core."""
     return min(4, os.cpu_count() or 1)

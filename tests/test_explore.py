@@ -36,8 +36,8 @@ def test_predict_writes_a_titled_grid_and_a_table(trained, synthetic_data_dir, t
     with Image.open(out) as image:
         image.load()
         assert image.format == "PNG"
-        # 6 columns of 1.45 in, 2 rows of 1.8 in plus 0.4 in for the heading, at 100 dpi
-        assert image.size == (870, 400)
+        # 6 columns of 1.45 in, 2 rows of 1.8 in plus 0.6 in for the heading (which checkpoint), at 100 dpi
+        assert image.size == (870, 420)
     assert "predicted" not in result.stderr  # with --json, no human table
 
 

@@ -126,6 +126,11 @@ def test_plot_overlays_runs_from_a_folder_and_a_checkpoint_labelled_by_lr(two_ru
     assert [run["label"] for run in only_json(result)["runs"]] == ["lr 0.1", "lr 0.03"]
     assert png_size(out) == (1000, 420)
     assert "lr 0.03:" not in result.stderr  # --json prints no human result
+    # Without --json, a sentence per run on stdout; the picture, ours, is replaced.
+    result = invoke("plot", two_runs[0]["log_dir"], two_runs[1]["checkpoint"], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "lr 0.03: 2 epochs plotted, final test accuracy " in result.stdout
+    assert f"Replaced {out}" in helpers.flat(result.stderr)
 
 
 @pytest.mark.parametrize("kind", ["folder", "file"])

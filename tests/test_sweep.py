@@ -322,6 +322,7 @@ def test_tensorboard_has_a_run_per_configuration_with_hparams(synthetic_data_dir
 def test_the_figure_has_one_line_per_other_setting_and_the_png_is_written(synthetic_data_dir, tmp_path):
     from PIL import Image
 
+    from softmax_cli.pictures.figures import is_our_picture
     from softmax_cli.sweep.report import val_acc_figure
 
     result, _ = sweep_body(
@@ -334,11 +335,17 @@ def test_the_figure_has_one_line_per_other_setting_and_the_png_is_written(synthe
     assert [len(line.get_xdata()) for line in axes.get_lines()[:2]] == [2, 2]
     assert axes.get_xscale() == "log" and axes.get_xlabel() == "learning rate" and axes.get_xlim()[1] < 1
     assert "mean of 2 seeds" in axes.get_title()
+    # What the grid held fixed is named; the seeds it pooled are not among them.
+    title = axes.get_title()
+    assert title.startswith("Validation accuracy after 1 epoch\n")
+    fixed = helpers.flat(title.split("held fixed:")[1])
+    assert fixed.startswith("book preset, batch ") and "val split 0.1" in fixed and "seed" not in fixed
 
     payload = sweep_json(synthetic_data_dir, tmp_path / "cli", "--lr", "0.05,0.2", "--plot", tmp_path / "lr.png")
     assert payload["plot"] == str(tmp_path / "lr.png")
     with Image.open(tmp_path / "lr.png") as image:
         assert image.format == "PNG" and image.size == (800, 500)
+    assert is_our_picture(tmp_path / "lr.png")  # signed like every picture, so a later run may replace it
 
 
 @pytest.mark.parametrize("columns", [80, 60])

@@ -134,6 +134,7 @@ EXAMPLES = {
         "softmax runs --runs-dir experiments --json",
     ],
     "plot": [
+        "softmax plot",
         "softmax plot runs/scratch/*",
         "softmax plot runs/scratch/* runs/concise/* --out both.png",
     ],

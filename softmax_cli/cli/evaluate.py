@@ -12,8 +12,10 @@ from softmax_cli.cli.options import (
     DataDirOption,
     DeviceOption,
     JsonOption,
+    OverwriteOption,
     RunsDirOption,
     check_image_path,
+    check_picture_target,
     ensure_data,
     resolve_device_or_usage_error,
     within,
@@ -37,6 +39,16 @@ def _checkpoint_device_and_data(checkpoint: Path, device: str, data_dir: Optiona
     target = resolve_data_dir(data_dir)
     ensure_data(target)
     return loaded, torch_device, target
+
+
+def _checkpoint_heading(path: Path, loaded: dict) -> str:
+    """Which checkpoint a picture shows, in a line: its run folder and file, impl, epoch and recorded test accuracy."""
+    planned = loaded["hparams"].get("epochs")
+    epoch = f"epoch {loaded['epoch']}" + (f" of {planned}" if isinstance(planned, int) else "")
+    recorded = [entry for entry in loaded["history"] if entry.get("epoch") == loaded["epoch"]]
+    test_acc = recorded[-1].get("test_acc") if recorded else None
+    accuracy = f", test accuracy {test_acc:.4f}" if isinstance(test_acc, float) else ""
+    return f"{path.parent.name}/{path.name}: {loaded['impl']}, {epoch}{accuracy}"
 
 
 def evaluate(
@@ -73,12 +85,15 @@ def evaluate(
         ),
     ] = None,
     runs_dir: RunsDirOption = Path("runs"),
+    overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Evaluate a checkpoint on the 10,000 test images: accuracy, loss, per-class table, confusion matrix.
 
     With no CHECKPOINT, the newest run's under --runs-dir; a run folder stands for its checkpoint.
     """
+    check_picture_target(weights_png, overwrite, "--weights-png")
+    check_picture_target(confusion_png, overwrite, "--confusion-png")
     path = find_checkpoint(checkpoint, runs_dir, "eval")  # before torch: a bad path costs no import
     from softmax_cli.cli.tables import render_evaluation
     from softmax_cli.evaluation import evaluate_checkpoint, per_class_metrics
@@ -144,13 +159,15 @@ def predict(
             callback=check_image_path,
             metavar="FILE",
             help="Picture (.png or .jpg) of the images titled true / predicted (probability); with --image, "
-            "each picture beside the 28x28 image the model saw. [default: predictions.png; with --image, none]",
+            "each picture beside the 28x28 image the model saw. [default: predictions.png beside the "
+            "checkpoint, in its run folder; with --image, none]",
             show_default=False,
         ),
     ] = None,
     data_dir: DataDirOption = None,
     device: DeviceOption = "auto",
     runs_dir: RunsDirOption = Path("runs"),
+    overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Like the book's predict_ch3: test images with true and predicted classes, as a picture and a table.
@@ -165,6 +182,8 @@ def predict(
         predict_pictures(checkpoint, images, out, device, runs_dir, as_json)
         return
     path = find_checkpoint(checkpoint, runs_dir, "predict")  # before torch: a bad path costs no import
+    out = out if out is not None else path.parent / "predictions.png"
+    check_picture_target(out, overwrite, "--out")
     from softmax_cli.cli.tables import render_predictions
     from softmax_cli.evaluation import predict_test_examples
     from softmax_cli.pictures.figures import prediction_figure, save_image
@@ -182,7 +201,11 @@ def predict(
     if not rows:
         raise fail("no test image matches (--only-wrong on a model that gets every one right?)")
     grid = prediction_figure(
-        shown.images, [r["true"] for r in rows], [r["predicted"] for r in rows], [r["confidence"] for r in rows]
+        shown.images,
+        [r["true"] for r in rows],
+        [r["predicted"] for r in rows],
+        [r["confidence"] for r in rows],
+        heading=_checkpoint_heading(path, loaded),
     )
     write_image(lambda target: save_image(grid, target), out)
     render_predictions(results_console(as_json), rows, only_wrong)

@@ -10,6 +10,7 @@ imported at module level, so `--help` answers instantly.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import shlex
 from enum import Enum
@@ -33,7 +34,7 @@ from softmax_cli.config import (
     parse_number,
 )
 from softmax_cli.data.paths import DATA_DIR_ENV, expand_user
-from softmax_cli.errors import DataError
+from softmax_cli.errors import DataError, UsageError
 
 
 def within(allowed: Range):
@@ -182,9 +183,10 @@ def _fetch_missing(data_dir: Path) -> None:
         with DownloadProgressBar(console) as progress:
             dl.ensure_dataset(data_dir, progress=progress)
     except DataError as exc:
+        # Ready to paste: only DIR, the folder holding the four .gz files, is the user's to fill in.
         raise DataError(
-            f"{exc} (--mirror and --from are options of `softmax download --data-dir "
-            f"{shlex.quote(str(data_dir))}`; run it first)"
+            f"{exc}; --mirror and --from are options of `softmax download`: with the four .gz files in a "
+            f"folder DIR, run `softmax download --from DIR --data-dir {shlex.quote(str(data_dir))}` first"
         ) from None
 
 
@@ -213,18 +215,37 @@ def expanded_path(option: str):
     return expand
 
 
+def check_picture_target(path: Optional[Path], overwrite: bool, option: str) -> None:
+    """The one rule for every picture a command writes, checked before any work: an existing file
+    is replaced only when softmax-cli wrote it (figures.is_our_picture) or with --overwrite;
+    otherwise a usage error (exit 2) naming the file and --overwrite. A folder is never replaced."""
+    if path is None or not os.path.lexists(path):
+        return
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; name a picture file", option)
+    from softmax_cli.pictures.figures import is_our_picture
+
+    if not overwrite and not is_our_picture(path):
+        raise UsageError(
+            f"{path} exists and was not written by softmax-cli; pass --overwrite to replace it, or name another file",
+            option,
+        )
+
+
 def write_image(save, path: Path) -> None:
     """Write a picture with save(path), creating its folder; an unwritable path is one error line.
 
     save(path) picks the format from the name's suffix (checked by check_image_path), so a
-    .jpg file holds a JPEG, never PNG bytes.
+    .jpg file holds a JPEG, never PNG bytes. check_picture_target has said, before any work,
+    whether an existing file may be replaced.
     """
+    existed = os.path.lexists(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save(path)
     except (OSError, ValueError) as exc:
         raise fail(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    say(f"Wrote {escape(str(path))}")
+    say(f"{'Replaced' if existed else 'Wrote'} {escape(str(path))}")
 
 
 DataDirOption = Annotated[
@@ -245,6 +266,13 @@ DeviceOption = Annotated[
         metavar="DEVICE",
         callback=_check_device,
         help="auto (cuda if available, then mps, then cpu), cpu, cuda, cuda:N or mps.",
+    ),
+]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace an existing picture that softmax-cli did not write (its own are replaced without asking).",
     ),
 ]
 JsonOption = Annotated[

@@ -33,7 +33,7 @@ from rich.table import Column as RichColumn
 from rich.table import Table
 from rich.text import Text
 
-from softmax_cli.config import PRESETS, Hparams
+from softmax_cli.config import PRESETS, Hparams, count
 
 # --------------------------------------------------------------------------- tables that fit
 
@@ -381,11 +381,6 @@ SETTING_HEADERS = {
     "seed": "seed",
 }
 SETTING_WORDS = {**SETTING_HEADERS, "momentum": "mom"}
-
-
-def count(n: int, noun: str) -> str:
-    """'1 configuration', '16 configurations'."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _value(value) -> str:

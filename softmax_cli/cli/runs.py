@@ -20,7 +20,7 @@ from softmax_cli.config import Range
 from softmax_cli.errors import SoftmaxError
 
 # How each command that reads a checkpoint says what it does with the one it found.
-VERBS = {"eval": "evaluating", "predict": "predicting with", "export": "exporting"}
+VERBS = {"eval": "evaluating", "predict": "predicting with", "export": "exporting", "plot": "plotting"}
 
 
 def runs(
@@ -104,6 +104,20 @@ def describe_run(record) -> str:
     return ", ".join(parts)
 
 
+def newest_run(runs_dir: Path, command: str, argument: str):
+    """The newest run under runs_dir that has a checkpoint (a RunRecord), for `softmax COMMAND`
+    given no ARGUMENT; none is an error saying how to train one or name one. Imports no torch."""
+    from softmax_cli.runs import folders as run_files
+
+    newest = run_files.newest_checkpoints(runs_dir, 1)
+    if not newest:
+        raise SoftmaxError(
+            f"no {argument} given, and no run under {runs_dir} has one; train one with `softmax train`, "
+            f"or name a checkpoint or run folder: `softmax {command} PATH`"
+        )
+    return newest[0]
+
+
 def find_checkpoint(given: Optional[Path], runs_dir: Path, command: str) -> Path:
     """The checkpoint `softmax COMMAND [CHECKPOINT]` works on, saying so where the user did not name the file.
 
@@ -113,19 +127,13 @@ def find_checkpoint(given: Optional[Path], runs_dir: Path, command: str) -> Path
     symbolic link loop, ...): checkpoint.check_checkpoint_file's error. Imports no torch.
     """
     from softmax_cli.runs import checkpoint as ckpt
-    from softmax_cli.runs import folders as run_files
 
     verb = VERBS.get(command, "using")
     if given is None:
-        newest = run_files.newest_checkpoints(runs_dir, 1)
-        if not newest:
-            raise SoftmaxError(
-                f"no CHECKPOINT given, and no run under {runs_dir} has one; train one with `softmax train`, "
-                f"or name a checkpoint or run folder: `softmax {command} PATH`"
-            )
-        found = escape(f"{_quoted(newest[0].checkpoint)} ({describe_run(newest[0])})")
+        newest = newest_run(runs_dir, command, "CHECKPOINT")
+        found = escape(f"{_quoted(newest.checkpoint)} ({describe_run(newest)})")
         say(f"No CHECKPOINT given: {verb} the newest run's, {found}")
-        return newest[0].checkpoint
+        return newest.checkpoint
     if given.is_dir():
         return _folder_checkpoint(given, runs_dir, command, verb)
     if not os.path.lexists(given):

@@ -224,7 +224,8 @@ def _report(result, payload: dict, files, as_json: bool, top) -> None:
 
 def _run(configs, data_dir: Path, runs_dir: Path, device, files, name=None):
     """Create the sweep's folder and train the grid with the progress display, writing each group's results."""
-    from softmax_cli.cli.render import SweepDisplay, count
+    from softmax_cli.cli.render import SweepDisplay
+    from softmax_cli.config import count
     from softmax_cli.runs.folders import make_run_dir
     from softmax_cli.sweep.grid import group_configs, varying
     from softmax_cli.sweep.search import run_sweep

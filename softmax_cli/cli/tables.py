@@ -18,6 +18,7 @@ from rich.text import Text
 
 from softmax_cli.cli.output import printable
 from softmax_cli.cli.render import Column, RowPrinter, describe_settings, first_fitting, fit_table
+from softmax_cli.config import count
 
 # --------------------------------------------------------------------------- eval
 
@@ -216,7 +217,7 @@ def render_bench(console: Console, payload: dict) -> None:
     ]
     console.print(fit_table(console, columns, rows))
     baseline = next((row["label"] for row in payload["rows"] if row.get("is_baseline")), None)
-    epochs = f"{s['epochs']} timed epoch{'s' if s['epochs'] != 1 else ''}"
+    epochs = count(s["epochs"], "timed epoch")
     notes = [
         f"s/epoch: the {payload['timing_statistic']} of {epochs} after {s['warmup_epochs']} warm-up, "
         "training only (no evaluation, checkpoint or logging)."

@@ -34,6 +34,12 @@ RARELY_LIT_STD_FRACTION = 0.25
 # wash the rest out; the colour bar's arrows say when values lie beyond.
 COLOUR_LIMIT_QUANTILE = 0.995
 SPLIT_STYLES = {"train": "-", "test": "--", "val": ":"}
+# Every picture says who wrote it, so a later command may replace its own pictures but never a
+# file it did not write (is_our_picture): PNGs in a "Software" text chunk, JPEGs in a comment.
+SOFTWARE = "softmax-cli"
+JPEG_COMMENT = b"Software: " + SOFTWARE.encode()
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SIGNATURE_SEARCH_BYTES = 64 * 1024
 WRONG_COLOUR = "#c62828"
 
 
@@ -66,11 +72,61 @@ def save_png(figure: Figure, path: Path) -> None:
 
 
 def save_image(figure: Figure, path: Path, image_format: str | None = None) -> None:
-    """Write the figure atomically in the format its name says (.png, .jpg or .jpeg), unless one is given."""
+    """Write the figure atomically in the format its name says (.png, .jpg or .jpeg), unless one is given,
+    signed as ours (a PNG text chunk, a JPEG comment: see is_our_picture)."""
     if image_format is None:
         image_format = "jpeg" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "png"
+    if image_format == "png":
+        signed = {"metadata": {"Software": SOFTWARE}}
+    else:
+        signed = {"pil_kwargs": {"comment": JPEG_COMMENT}}
     with atomic_write(path, "wb") as handle, _style():
-        figure.savefig(handle, format=image_format, dpi=figure.dpi)
+        figure.savefig(handle, format=image_format, dpi=figure.dpi, **signed)
+
+
+def is_our_picture(path: Path) -> bool:
+    """True when path is a PNG or JPEG that save_image wrote: a PNG whose "Software" text chunk is
+    SOFTWARE, or a JPEG whose comment is JPEG_COMMENT. Reads at most the first 64 KiB of a regular
+    file (never opens a FIFO or a device); anything else, or an unreadable file, is not ours."""
+    try:
+        if not Path(path).is_file():
+            return False
+        with open(path, "rb") as handle:
+            head = handle.read(_SIGNATURE_SEARCH_BYTES)
+    except OSError:
+        return False
+    if head.startswith(_PNG_SIGNATURE):
+        return _png_signed(head)
+    if head.startswith(b"\xff\xd8"):
+        return _jpeg_signed(head)
+    return False
+
+
+def _png_signed(data: bytes) -> bool:
+    position = len(_PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        body = data[position + 8 : position + 8 + length]
+        if kind == b"IDAT":  # matplotlib writes its text chunks before the image data
+            return False
+        if kind == b"tEXt" and body == b"Software\x00" + SOFTWARE.encode("latin-1"):
+            return True
+        position += 12 + length
+    return False
+
+
+def _jpeg_signed(data: bytes) -> bool:
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker == 0xDA:  # start of scan: no more headers
+            return False
+        if marker == 0xFE and data[position + 4 : position + 2 + length] == JPEG_COMMENT:
+            return True
+        position += 2 + length
+    return False
 
 
 def as_array(values) -> np.ndarray:
@@ -241,14 +297,18 @@ def prediction_figure(
     confidence: Sequence[float],
     columns: int = 6,
     dpi: float = 100,
+    heading: str = "",
 ) -> Figure:
     """Test images as the book's predict_ch3 shows them, each titled with its true class above
-    the predicted one and its probability; wrong predictions in red, framed and marked ✗."""
+    the predicted one and its probability; wrong predictions in red, framed and marked ✗. The
+    title starts with `heading` (which checkpoint) and says how many of the shown are right."""
     count = len(true_names)
     columns = min(columns, count)
     rows = -(-count // columns)
     with _style():
-        figure = new_figure(1.45 * columns, 1.8 * rows + 0.4, dpi)
+        # A heading (which checkpoint) is a line more, and needs the width of a few columns to wrap into.
+        width = max(1.45 * columns, 6.4) if heading else 1.45 * columns
+        figure = new_figure(width, 1.8 * rows + (0.6 if heading else 0.4), dpi)
         axes = figure.subplots(rows, columns, squeeze=False)
         for k, ax in enumerate(axes.flat):
             ax.set_xticks([])
@@ -264,7 +324,11 @@ def prediction_figure(
             for spine in ax.spines.values():
                 spine.set_edgecolor(colour if wrong else "0.8")
                 spine.set_linewidth(3 if wrong else 1)
-        figure.suptitle("Each image: true class, then predicted class and its probability (red ✗: wrong)", fontsize=10)
+        right = sum(true == predicted for true, predicted in zip(true_names, predicted_names, strict=True))
+        score = f"{right} of {count} shown right ({right / count:.0%})"
+        legend = "each image: true class, then predicted class and its probability (red ✗: wrong)"
+        lines = [heading, f"{score}; {legend}"] if heading else [f"{score}; {legend}"]
+        figure.suptitle("\n".join(lines), fontsize=10, wrap=True)
     return figure
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from softmax_cli.config import PRESETS, Hparams
+from softmax_cli.config import PRESETS, Hparams, count
 from softmax_cli.errors import SoftmaxError
 from softmax_cli.runs.folders import CHECKPOINT_NAME, COMPARE, SUMMARY_NAME, DamagedSummary, load_summary
 
@@ -35,6 +35,7 @@ class RunHistory:
     hparams: dict
     history: list[dict]
     chosen_name: str | None = None  # the name a person gave the run (--name), from its summary
+    status: str | None = None  # how the run ended, from its summary (None: read from a checkpoint)
 
     @property
     def name(self) -> str:
@@ -44,6 +45,22 @@ class RunHistory:
         if self.path.is_file() and self.path.name == CHECKPOINT_NAME:
             return self.path.resolve().parent.name
         return self.path.name
+
+    @property
+    def folder(self) -> Path:
+        """The run's folder: the folder given, or the one a checkpoint file is in."""
+        return self.path if self.path.is_dir() else self.path.parent
+
+    @property
+    def progress(self) -> str:
+        """What the run has, in words: "20 epochs", or for a run that stopped short of its plan
+        "1 of 50 epochs, interrupted" (diverged, still running; a checkpoint does not say why)."""
+        done = self.history[-1]["epoch"]
+        planned = self.hparams.get("epochs")
+        ended = {"interrupted": "interrupted", "diverged": "diverged", "running": "still running"}.get(self.status)
+        if isinstance(planned, int) and done < planned:
+            return f"{done} of {count(planned, 'epoch')}" + (f", {ended}" if ended else "")
+        return count(done, "epoch") + (f", {ended}" if ended else "")
 
 
 def read_history(path: Path) -> RunHistory:
@@ -64,7 +81,7 @@ def read_history(path: Path) -> RunHistory:
             raise SoftmaxError(f"{path} is a `softmax compare` run: plot its two sides' checkpoints, {sides}")
         if summary is not None:
             history = _entries(summary["history"])
-            return _checked(RunHistory(path, dict(summary["hparams"]), history, summary["name"]))
+            return _checked(RunHistory(path, dict(summary["hparams"]), history, summary["name"], summary["status"]))
         source = path / CHECKPOINT_NAME
         if damaged is not None and not source.is_file():
             raise SoftmaxError(f"{path}: {damaged}, and the folder has no {CHECKPOINT_NAME} to read instead")
@@ -106,6 +123,8 @@ def describe(key: str, value: object) -> str:
     """One setting as a learner would say it: "lr 0.1", "batch 256", "standardized"."""
     if isinstance(value, float):
         value = f"{value:g}"
+    if key == "epochs" and isinstance(value, str):  # a run's progress, already in words
+        return value
     words = {
         "impl": f"{value}",
         "preset": f"{value} preset",
@@ -119,7 +138,7 @@ def describe(key: str, value: object) -> str:
         "naive_softmax": "naive softmax" if value else "stable softmax",
         "loader": f"{value} loader",
         "seed": f"seed {value}",
-        "epochs": f"{value} epochs",
+        "epochs": count(value, "epoch") if isinstance(value, int) else f"{value} epochs",
     }
     return words.get(key, f"{key} {value}")
 
@@ -128,33 +147,36 @@ def describe(key: str, value: object) -> str:
 _UNREMARKABLE = {"momentum": 0.0, "weight_decay": 0.0, "val_split": 0.0, "naive_softmax": False, "loader": "memory"}
 
 
-def _explained_by_preset(key: str, runs: Sequence[RunHistory]) -> bool:
+def _explained_by_preset(key: str, settings: Sequence[dict]) -> bool:
     """True when every run has its preset's value for `key`: then the preset in the label says it."""
     if key == "preset":
         return False
-    for run in runs:
-        preset = PRESETS.get(run.hparams.get("preset"), {})
-        if key not in preset or preset[key] != run.hparams.get(key):
+    for run in settings:
+        preset = PRESETS.get(run.get("preset"), {})
+        if key not in preset or preset[key] != run.get(key):
             return False
     return True
 
 
 def label_runs(runs: Sequence[RunHistory]) -> tuple[list[str], str]:
     """A label for each run naming the settings that differ between them, and a heading that
-    says what they share. Runs with the same settings are told apart by their folder names."""
-    keys = [*LABEL_ORDER, *sorted({key for run in runs for key in run.hparams} - set(LABEL_ORDER))]
-    present = [key for key in keys if any(key in run.hparams for run in runs)]
-    same = [key for key in present if len({repr(run.hparams.get(key)) for run in runs}) == 1]
-    differing = [key for key in present if key not in same and not _explained_by_preset(key, runs)]
-    shared = [describe(key, runs[0].hparams[key]) for key in same if _UNREMARKABLE.get(key, ()) != runs[0].hparams[key]]
+    says what they share. Runs with the same settings are told apart by their folder names.
+    A run's epochs are what it has (RunHistory.progress), not what it planned."""
+    settings = [{**run.hparams, **({"epochs": run.progress} if run.history else {})} for run in runs]
+    keys = [*LABEL_ORDER, *sorted({key for run in settings for key in run} - set(LABEL_ORDER))]
+    present = [key for key in keys if any(key in run for run in settings)]
+    same = [key for key in present if len({repr(run.get(key)) for run in settings}) == 1]
+    differing = [key for key in present if key not in same and not _explained_by_preset(key, settings)]
+    first = settings[0]
+    shared = [describe(key, first[key]) for key in same if _UNREMARKABLE.get(key, ()) != first[key]]
     if len(runs) == 1:
         return [runs[0].name], f"{runs[0].name}\n{', '.join(shared)}"
     # A run a person named is labelled by its name; the others by the settings that differ.
     labels = [
         run.chosen_name
         if run.chosen_name is not None
-        else ", ".join(describe(key, run.hparams.get(key)) for key in differing) or run.name
-        for run in runs
+        else ", ".join(describe(key, values.get(key)) for key in differing) or run.name
+        for values, run in zip(settings, runs, strict=True)
     ]
     repeated = {label for label in labels if labels.count(label) > 1}
     labels = [
@@ -165,3 +187,38 @@ def label_runs(runs: Sequence[RunHistory]) -> tuple[list[str], str]:
     ]
     heading = f"{len(runs)} runs" + (f", all {', '.join(shared)}" if shared else "")
     return labels, heading
+
+
+# Curves this close are one line on any figure (a pixel is about 1e-3 of an axis).
+CURVES_REL_TOL = 1e-5
+
+
+def identical_curves(runs: Sequence[RunHistory]) -> list[list[int]]:
+    """The runs grouped by their curves, in order of first appearance: runs whose every plotted
+    number agrees to CURVES_REL_TOL share a group, since one line would hide the other. (scratch and
+    concise with the same seed agree to about 1e-7: float32 sums in another order, no more.)"""
+    groups: list[list[int]] = []
+    for index, run in enumerate(runs):
+        for group in groups:
+            if _same_curves(runs[group[0]].history, run.history):
+                group.append(index)
+                break
+        else:
+            groups.append([index])
+    return groups
+
+
+def _same_curves(a: list[dict], b: list[dict]) -> bool:
+    if len(a) != len(b):
+        return False
+    for first, second in zip(a, b, strict=True):
+        if first["epoch"] != second["epoch"]:
+            return False
+        for key in CURVE_KEYS:
+            x, y = first[key], second[key]
+            if x is None or y is None:
+                if x is not y:
+                    return False
+            elif not math.isclose(x, y, rel_tol=CURVES_REL_TOL, abs_tol=1e-9):
+                return False
+    return True

@@ -19,6 +19,7 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from softmax_cli.config import count
 from softmax_cli.pictures.figures import save_image
 from softmax_cli.pictures.tensorboard import (
     SCALAR_TAGS,
@@ -27,6 +28,7 @@ from softmax_cli.pictures.tensorboard import (
     session_end_summary,
     session_start_summary,
 )
+from softmax_cli.runs.histories import describe
 from softmax_cli.sweep.grid import SHORT_NAMES, format_value, varying
 from softmax_cli.sweep.search import ConfigResult
 
@@ -95,6 +97,17 @@ def plot_val_acc_vs_lr(configs: list[ConfigResult], best: ConfigResult | None, p
     save_image(val_acc_figure(configs, best), path)
 
 
+# The settings a sweep's figure names when the grid held them fixed (lr is the x axis).
+FIXED_SHOWN = ("preset", "batch_size", "seed", "val_split", "momentum", "weight_decay", "schedule", "standardize")
+
+
+def held_fixed(configs: list[ConfigResult]) -> str:
+    """The settings every configuration shared, in words: "book preset, batch 256, seed 326, val split 0.1, ..."."""
+    hparams = [c.hparams for c in configs]
+    shared = [name for name in FIXED_SHOWN if len({getattr(h, name) for h in hparams}) == 1]
+    return ", ".join(describe(name, getattr(hparams[0], name)) for name in shared)
+
+
 def val_acc_figure(configs: list[ConfigResult], best: ConfigResult | None):
     """Validation accuracy after the last epoch against the learning rate (log axis), one line per
     combination of the other settings; with several seeds, their mean and a min-max band.
@@ -141,7 +154,11 @@ def val_acc_figure(configs: list[ConfigResult], best: ConfigResult | None):
     axes.set_xlabel("learning rate")
     pooled = f"\nmean of {seeds} seeds (band: min to max)" if seeds > 1 else ""
     axes.set_ylabel("validation accuracy")
-    axes.set_title(f"Validation accuracy after {epochs} epoch{'s' if epochs != 1 else ''}{pooled}")
+    fixed = held_fixed(configs)
+    axes.set_title(
+        f"Validation accuracy after {count(epochs, 'epoch')}{pooled}" + (f"\nheld fixed: {fixed}" if fixed else ""),
+        wrap=True,
+    )
     axes.grid(True, which="both", alpha=0.3)
     entries = len(axes.get_legend_handles_labels()[1])
     if entries > 8:  # a long legend would hide the lines: beside the axes instead, in columns
