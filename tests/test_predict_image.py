@@ -188,7 +188,8 @@ def test_without_image_predict_still_shows_test_images(checkpoint, synthetic_dat
     result = invoke("predict", checkpoint, *CPU, "--data-dir", synthetic_data_dir, "--json")
     assert result.exit_code == 0, result.output
     payload = only_json(result)
-    assert payload["out"] == "predictions.png" and (tmp_path / "predictions.png").is_file()
+    beside = Path(checkpoint).parent / "predictions.png"  # into the run's folder, not the current one
+    assert payload["out"] == str(beside) and beside.is_file() and not (tmp_path / "predictions.png").exists()
     assert len(payload["predictions"]) == 18 and {"index", "true"} <= set(payload["predictions"][0])
 
 
