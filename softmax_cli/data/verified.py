@@ -1,13 +1,15 @@
 """What this tool has verified in a data dir, so that later runs need not hash 55 MB again.
 
 A file is the official one when its md5 is the official uncompressed file's
-(softmax_cli.data.fashion_mnist.RAW_MD5), besides having a good IDX header and labels 0..9.
-Hashing the four files costs about a tenth of a second, so each verification is recorded
-in a small stamp next to them (`.softmax-cli-verified.json`, written atomically): per file
-its size, mtime (ns) and md5, and the md5 of the .gz it was extracted from. A later run
-trusts a file whose size and mtime are still those it was verified with and verifies
-again, by md5, any file that changed. Train and test files swapped, a random payload or a
-damaged file are refused with one line naming the file; `softmax download` replaces them.
+(softmax_cli.data.fashion_mnist.RAW_MD5), besides having a good IDX header and labels 0..9:
+the checks are softmax_cli.data.checks', the md5s are passed in (the official ones by
+default). Hashing the four files costs about a tenth of a second, so each verification is
+recorded in a small stamp next to them (`.softmax-cli-verified.json`, written atomically):
+per file its size, mtime (ns) and md5, and the md5 of the .gz it was extracted from. A later
+run, reader or download alike, trusts a file whose size and mtime are still those it was
+verified with and verifies again, by md5, any file that changed. Train and test files
+swapped, a random payload or a damaged file are refused with one line naming the file;
+`softmax download` replaces them.
 
 The limit of the shortcut: a file rewritten in place with the same size *and* its old
 mtime restored is not noticed; `softmax download --force` fetches everything afresh.
