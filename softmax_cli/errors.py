@@ -22,6 +22,10 @@ class DataError(SoftmaxError):
     """The dataset could not be fetched, imported, verified or read."""
 
 
+class DataFileRejected(DataError):
+    """A data file's content failed a check (its IDX header, its labels, its md5); the message names the file."""
+
+
 class CheckpointError(SoftmaxError):
     """A checkpoint file is missing, unreadable, not ours, or inconsistent."""
 

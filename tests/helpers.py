@@ -73,9 +73,12 @@ def synthetic_split(n: int, seed: int) -> tuple[bytes, bytes]:
 def write_synthetic_dataset(data_dir: Path, n_train: int = 600, n_test: int = 200, gz: bool = False) -> Path:
     """Write the four IDX files (uncompressed, or .gz) into data_dir's raw folder; return that folder.
 
-    Uncompressed files are then recorded as verified (softmax_cli.data.verified.record_verified, with their
-    own md5s), as `softmax download` records the official ones: without that, every reader would refuse
-    them for not being the official Fashion-MNIST files.
+    Uncompressed files are then recorded as verified by softmax_cli.data.verified.record_verified, which
+    checks their content (IDX header, labels, md5) against their own md5s before recording them, as
+    `softmax download` records the official ones. That is how a CLI run (which always expects the
+    official md5s) is given synthetic data honestly; without it every reader would refuse them for not
+    being the official Fashion-MNIST files. In-process tests can instead pass the md5s to the readers
+    (expected_md5s), with no record at all.
     """
     folder = raw_dir(data_dir)
     folder.mkdir(parents=True, exist_ok=True)

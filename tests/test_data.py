@@ -79,3 +79,26 @@ def test_missing_or_malformed_files_are_data_errors(tmp_path, writable_data_dir)
     image_file.write_bytes(image_file.read_bytes()[:1000])
     with pytest.raises(data.DataError, match="train-images-idx3-ubyte has a wrong IDX header.*softmax download"):
         data.read_split(writable_data_dir, "train")
+
+
+def test_readers_check_the_md5s_they_are_given(writable_data_dir):
+    """The md5s are the readers' to be given (the official ones by default): files recorded nowhere are
+    accepted for the md5s passed in, refused for the official ones, and a wrong count is named."""
+    import hashlib
+
+    from softmax_cli.data.verified import STAMP_NAME, verify_dataset
+
+    raw = data.raw_dir(writable_data_dir)
+    (raw / STAMP_NAME).unlink()
+    md5s = {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in raw.iterdir()}
+    verify_dataset(writable_data_dir, md5s)
+    assert len(data.read_split(writable_data_dir, "test", md5s)) == 200
+    (raw / STAMP_NAME).unlink()
+    with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte is not the official Fashion-MNIST file"):
+        data.read_split(writable_data_dir, "test")
+
+    labels = raw / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-1].replace(b"\x00\x00\x00\xc8", b"\x00\x00\x00\xc7", 1))
+    md5s[labels.name] = hashlib.md5(labels.read_bytes()).hexdigest()
+    with pytest.raises(data.DataError, match="holds 199 labels but its images file holds 200.*softmax download"):
+        data.read_split(writable_data_dir, "test", md5s)

@@ -19,7 +19,7 @@ import pytest
 
 from softmax_cli.data import batches as data
 from softmax_cli.data import download as dl
-from softmax_cli.data import idx
+from softmax_cli.data import paths
 from softmax_cli.data.fashion_mnist import SPLIT_FILES
 from softmax_cli.data.verified import STAMP_NAME
 from tests import helpers
@@ -160,14 +160,14 @@ def test_verification_is_remembered_and_redone_when_a_file_changes(writable_data
 
 def test_an_unreadable_data_file_is_one_line(writable_data_dir, checkpoint, monkeypatch):
     target = data.raw_dir(writable_data_dir) / TEST_IMAGES
-    real_open = idx.open_data_file
+    real_open = paths.open_data_file
 
     def denied(path):
         if Path(path) == target:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path)
 
-    monkeypatch.setattr(idx, "open_data_file", denied)
+    monkeypatch.setattr(paths, "open_data_file", denied)
 
     line = error_line(evaluate(checkpoint, writable_data_dir))
 
@@ -283,14 +283,14 @@ def test_a_symlink_loop_as_the_from_folder_is_not_called_missing(tmp_path):
 def test_an_unreadable_from_file_is_one_line(tmp_path, monkeypatch):
     source = helpers.write_synthetic_dataset(tmp_path / "source", n_train=20, n_test=10, gz=True)
     target = source / "train-images-idx3-ubyte.gz"
-    real_open = idx.open_data_file
+    real_open = paths.open_data_file
 
     def denied(path):
         if Path(path) == target:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path)
 
-    monkeypatch.setattr(idx, "open_data_file", denied)
+    monkeypatch.setattr(paths, "open_data_file", denied)
 
     line = error_line(helpers.invoke("download", "--from", source, "--data-dir", tmp_path / "data"))
 

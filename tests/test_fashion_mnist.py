@@ -2,7 +2,7 @@
 
 softmax_cli.data.fashion_mnist writes down what torchvision knows (so that the memory loader,
 eval, predict and a no-op download never import it); these tests compare the two, and the
-hand-written IDX reader (softmax_cli.data.idx + data.read_split) with torchvision's parser, on
+hand-written IDX reader (softmax_cli.data.checks + data.read_split) with torchvision's parser, on
 synthetic files and, where they are available, on the real ones.
 """
 
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from softmax_cli.data import batches as data
-from softmax_cli.data import fashion_mnist, idx
-from softmax_cli.errors import DataError
+from softmax_cli.data import checks, fashion_mnist, paths
+from softmax_cli.errors import DataError, DataFileRejected
 from tests import helpers
 
 
@@ -70,7 +70,7 @@ def test_reader_matches_torchvision_on_the_real_files(imported_real_data_dir, sp
     assert torch.equal(ours.images, images) and torch.equal(ours.labels, labels)
 
 
-def _images(n=3, rows=28, cols=28, magic=idx.IMAGES_MAGIC, extra=b""):
+def _images(n=3, rows=28, cols=28, magic=checks.IMAGES_MAGIC, extra=b""):
     return struct.pack(">IIII", magic, n, rows, cols) + bytes(n * rows * cols) + extra
 
 
@@ -85,15 +85,38 @@ def _images(n=3, rows=28, cols=28, magic=idx.IMAGES_MAGIC, extra=b""):
         ("t10k-labels-idx1-ubyte", struct.pack(">II", 0x801, 2**31) + b"\x00", "more than 1000000"),
         ("t10k-labels-idx1-ubyte", struct.pack(">II", 0x801, 4) + bytes([1, 2, 10, 3]), "label 10 at index 2"),
         ("t10k-labels-idx1-ubyte", struct.pack(">II", 0x801, 2) + bytes([255, 0]), "label 255 at index 0"),
+        ("t10k-labels-idx1-ubyte", struct.pack(">II", 0x801, 0), "it announces no items"),
     ],
-    ids=["magic", "dims", "too-long", "too-short", "no-header", "huge-count", "label-10", "label-255"],
+    ids=["magic", "dims", "too-long", "too-short", "no-header", "huge-count", "label-10", "label-255", "empty"],
 )
 def test_reader_refuses_a_bad_file_naming_it(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(idx.IdxError, match=message) as info:
-        idx.check_payload(name, idx.read_idx_file(path).payload)
-    assert str(info.value).startswith(name)
+    with pytest.raises(DataFileRejected, match=message) as info:
+        checks.check_file(path, name)
+    assert str(info.value).startswith(str(path))
+    assert checks.file_problem(path, name, None) == str(info.value)
+
+
+def test_md5_is_checked_against_the_one_given(tmp_path):
+    name = "t10k-labels-idx1-ubyte"
+    path = tmp_path / name
+    path.write_bytes(struct.pack(">II", 0x801, 3) + bytes([1, 2, 3]))
+    right = hashlib.md5(path.read_bytes()).hexdigest()
+    assert checks.check_file(path, name, right).count == 3
+    assert checks.file_problem(path, name, right) is None
+    with pytest.raises(DataFileRejected, match=f"is not the official Fashion-MNIST file \\(md5 {right}, expected"):
+        checks.check_file(path, name, fashion_mnist.RAW_MD5[name])
+    with pytest.raises(DataFileRejected, match=f"md5 mismatch for {name}: expected 0+, got {right}"):
+        checks.check_file(path, name, "0" * 32, shown=name)
+
+
+def test_a_labels_file_must_hold_as_many_labels_as_its_images(tmp_path):
+    name = "t10k-labels-idx1-ubyte"
+    path = tmp_path / name
+    path.write_bytes(struct.pack(">II", 0x801, 3) + bytes([1, 2, 3]))
+    with pytest.raises(DataFileRejected, match="holds 3 labels but its images file holds 4"):
+        checks.check_file(path, name, count=4)
 
 
 def test_reader_reads_only_regular_files(tmp_path):
@@ -102,10 +125,10 @@ def test_reader_reads_only_regular_files(tmp_path):
     fifo = tmp_path / "t10k-labels-idx1-ubyte"
     os.mkfifo(fifo)
     with pytest.raises(DataError, match="not a regular file"):  # no writer: open() would block without O_NONBLOCK
-        idx.read_idx_file(fifo)
+        checks.check_file(fifo, fifo.name)
     with pytest.raises(DataError, match="not a regular file"):
-        idx.regular_file(fifo)
-    assert idx.regular_file(tmp_path / "nothing") is None
+        paths.regular_file(fifo)
+    assert paths.regular_file(tmp_path / "nothing") is None
 
 
 def test_synthetic_helper_writes_files_the_readers_accept(tmp_path):

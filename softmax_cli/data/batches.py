@@ -20,18 +20,18 @@ tensors with torch.frombuffer, and the class names are facts in softmax_cli.data
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from softmax_cli.config import Hparams
-from softmax_cli.data.fashion_mnist import CLASS_NAMES, IMAGE_SIDE, SPLIT_FILES
+from softmax_cli.data.checks import IdxFile
+from softmax_cli.data.fashion_mnist import CLASS_NAMES, IMAGE_SIDE, RAW_MD5, SPLIT_FILES
 from softmax_cli.data.fashion_mnist import NUM_CLASSES as NUM_CLASSES  # re-exported: models, evaluation, viz
-from softmax_cli.data.idx import IdxFile
-from softmax_cli.data.paths import raw_dir
-from softmax_cli.data.verified import read_verified, repair_hint
+from softmax_cli.data.paths import raw_dir as raw_dir  # re-exported: tests read the files' folder
+from softmax_cli.data.verified import read_verified
 from softmax_cli.errors import DataError
 
 NUM_INPUTS = IMAGE_SIDE * IMAGE_SIDE
@@ -56,15 +56,14 @@ class Split:
         return Split(self.images[indices], self.labels[indices])
 
 
-def read_split(data_dir: Path, split: str) -> Split:
-    """The 'train' or 'test' split of data_dir, its files verified (softmax_cli.data.verified); DataError otherwise."""
+def read_split(data_dir: Path, split: str, expected_md5s: Mapping[str, str] = RAW_MD5) -> Split:
+    """The 'train' or 'test' split of data_dir, its files verified (softmax_cli.data.verified); DataError otherwise.
+
+    expected_md5s: the md5 each uncompressed file must have unless recorded as verified.
+    """
     image_name, label_name = SPLIT_FILES[split]
-    images, labels = read_verified(data_dir, image_name), read_verified(data_dir, label_name)
-    if images.count != labels.count or images.count == 0:
-        raise DataError(
-            f"{raw_dir(data_dir)} holds {images.count} {split} images but {labels.count} labels; "
-            f"{repair_hint(data_dir)}"
-        )
+    images = read_verified(data_dir, image_name, expected_md5s)
+    labels = read_verified(data_dir, label_name, expected_md5s, count=images.count)
     return Split(_as_tensor(images).view(-1, IMAGE_SIDE, IMAGE_SIDE), _as_tensor(labels).to(torch.int64))
 
 

@@ -7,9 +7,9 @@ lacks what a CLI needs, so this module adds it by hand: connect/read timeouts, a
 transfer rate (softmax_cli.data.transfer_watch: urllib's timeout is per read, so a trickling
 mirror would never end), a retry with backoff on transient failures, byte progress
 reported through a callback, and one-line errors that say what to try. What a file must
-be, the atomic writes that never leave a partial or unverified file under a final name,
-and the import from a local folder live in softmax_cli.data.store and
-softmax_cli.data.verified; the names callers use are re-exported here.
+be is checked in softmax_cli.data.checks; the atomic writes that never leave a partial or
+unverified file under a final name, and the import from a local folder, live in
+softmax_cli.data.store and softmax_cli.data.verified; the names callers use are re-exported here.
 
 Library code only: no Typer, no Rich, no torch, never prints. Every failure a user can
 act on is raised as `DataError`.
@@ -39,7 +39,7 @@ from softmax_cli.data.store import (
     FileResult,
     LocalWriteError,
     Rejected,
-    check_md5,
+    check_gz,
     data_file,
     dataset_present,
     describe_repairs,
@@ -303,7 +303,7 @@ def _transfer(url: str, folder: Path, file: tuple[str, str], timeout: float, rep
         # The .gz is renamed into place before its extracted file (see data_file).
         with data_file(folder / raw_name) as raw_out, data_file(folder / gz_name) as gz_out:
             try:
-                received, actual_md5 = stream_to_file(response, gz_out, report)
+                received = stream_to_file(response, gz_out, report)
             except LocalWriteError as exc:
                 raise exc.as_data_error() from None
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
@@ -313,8 +313,7 @@ def _transfer(url: str, folder: Path, file: tuple[str, str], timeout: float, rep
                 raise Rejected(watch.abandoned)
             if total is not None and received != total:
                 raise Rejected(f"truncated transfer: received {received} of {total} bytes", transient=True)
-            check_md5(gz_name, gz_md5, actual_md5)
-            gz_out.flush()  # extract_checked reads the .gz back from its temp path
+            check_gz(gz_out, gz_name, gz_md5)
             return extract_checked(Path(gz_out.name), raw_out, raw_name, url)
 
 

@@ -1,8 +1,13 @@
-"""Where data lives: the ONE resolution of the data dir. Imports nothing heavy, so the CLI can use it on every path."""
+"""Where data lives: the ONE resolution of the data dir, and opening the files in it safely.
+
+Imports nothing heavy, so the CLI can use it on every path.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from softmax_cli.errors import DataError
@@ -60,3 +65,44 @@ def raw_dir(data_dir: Path) -> Path:
     book's DataLoader pipeline.
     """
     return data_dir / "FashionMNIST" / "raw"
+
+
+def os_reason(exc: OSError) -> str:
+    """A short, true phrase for why a path could not be used (a symlink loop is not "no such file")."""
+    if exc.errno == errno.ELOOP:
+        return "a symlink loop (too many levels of symbolic links)"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "a folder, not a file"
+    if isinstance(exc, NotADirectoryError):
+        return "under something that is not a folder"
+    return exc.strerror or str(exc)
+
+
+def regular_file(path: Path) -> os.stat_result | None:
+    """path's stat when it is a regular file, None when nothing is there; DataError when it cannot be used.
+
+    Missing means missing (ENOENT, a dangling symlink included); a symlink loop, a folder,
+    a FIFO or device, or a path that cannot be searched is reported as what it is.
+    """
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {os_reason(exc)}") from None
+    if not stat.S_ISREG(status.st_mode):
+        kind = "a folder" if stat.S_ISDIR(status.st_mode) else "not a regular file (a FIFO, socket or device)"
+        raise DataError(f"{path} is {kind}; it should be an IDX data file")
+    return status
+
+
+def open_data_file(path: Path):
+    """Open path for reading without blocking (a FIFO would wait for a writer forever).
+
+    The one place data files are opened, so that tests can make it fail as an unreadable
+    file would. O_NONBLOCK changes nothing for a regular file.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    return os.fdopen(os.open(path, flags), "rb")

@@ -2,7 +2,8 @@
 
 Every path that puts a file into the data dir (a download, an import with `--from DIR`,
 the re-extraction of a damaged file from its verified .gz) shares this module: it writes
-through softmax_cli.atomic and checks md5, IDX header and labels *before* the rename, so
+through softmax_cli.atomic and checks md5, IDX header and labels (softmax_cli.data.checks,
+which also judges the files found in place) *before* the rename, so
 no partial or unverified file is ever left under a final name, and it records what it
 verified (softmax_cli.data.verified) so that later runs need not hash the files again. A file
 found wrong in place (not the official content, damaged, a symlink loop, unreadable) is
@@ -26,21 +27,12 @@ from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
 from softmax_cli.atomic import atomic_write
-from softmax_cli.data import idx
+from softmax_cli.data import paths
+from softmax_cli.data.checks import check_file, file_problem
 from softmax_cli.data.fashion_mnist import RAW_MD5
-from softmax_cli.data.idx import (
-    MAX_EXAMPLES,
-    IdxError,
-    check_header,
-    check_payload,
-    holds_images,
-    os_reason,
-    read_idx_file,
-    regular_file,
-)
-from softmax_cli.data.paths import raw_dir
-from softmax_cli.data.verified import VerifiedStamp, raw_problem, record_written, repair_hint
-from softmax_cli.errors import DataError
+from softmax_cli.data.paths import os_reason, raw_dir, regular_file
+from softmax_cli.data.verified import VerifiedStamp, record_written, repair_hint
+from softmax_cli.errors import DataError, DataFileRejected
 
 __all__ = [
     "DownloadProgress",
@@ -170,10 +162,10 @@ def present_file(
     except DataError as exc:  # a symlink loop, a folder, ...: replaced like a wrong file
         status, problem = None, str(exc)
     if status is not None:
-        entry = stamp.matching(raw_name, status.st_size, status.st_mtime_ns)
-        # Verified: the known uncompressed content, or what the expected .gz extracts to.
-        if entry is None or (entry["md5"] != expected and entry.get("gz_md5") != gz_md5):
-            problem = raw_problem(raw_path, raw_name, expected, stamp) if expected else f"{raw_path} is unverified"
+        if expected or stamp.matching(raw_name, status.st_size, status.st_mtime_ns) is not None:
+            problem = file_problem(raw_path, raw_name, expected, stamp=stamp)
+        else:
+            problem = f"{raw_path} is unverified"
         if problem is None:
             problem = _gz_problem(gz_path, gz_md5, stamp)
             if problem is None:
@@ -229,19 +221,11 @@ def describe_repairs(results: Sequence[FileResult]) -> list[str]:
 def _gz_problem(gz_path: Path, gz_md5: str, stamp: VerifiedStamp) -> str | None:
     """None when no .gz is there or it is the expected one (then recorded), else what is wrong with it."""
     try:
-        status = regular_file(gz_path)
+        if regular_file(gz_path) is None:
+            return None
     except DataError as exc:
         return str(exc)
-    if status is None:
-        return None
-    entry = stamp.matching(gz_path.name, status.st_size, status.st_mtime_ns)
-    if entry is not None and entry["md5"] == gz_md5:
-        return None
-    actual = md5_of(gz_path)
-    if actual != gz_md5:
-        return f"{gz_path} is damaged (md5 {actual or 'unreadable'}, expected {gz_md5})"
-    stamp.record(gz_path.name, status.st_size, status.st_mtime_ns, actual)
-    return None
+    return file_problem(gz_path, gz_path.name, gz_md5, stamp=stamp)
 
 
 def _present_result(folder: Path, gz_name: str) -> FileResult:
@@ -324,19 +308,17 @@ def import_file(
             report.file_started(name, os.fstat(reader.fileno()).st_size, str(source))
             if is_gz:
                 with data_file(folder / raw_name) as raw_out, data_file(folder / gz_name) as gz_out:
-                    _, actual_md5 = _copy_from_source(reader, gz_out, source, report)
-                    check_md5(name, expected_md5, actual_md5)
-                    gz_out.flush()  # extract_checked reads the .gz back from its temp path
+                    _copy_from_source(reader, gz_out, source, report)
+                    check_gz(gz_out, gz_name, expected_md5)
                     raw_md5 = extract_checked(Path(gz_out.name), raw_out, raw_name, str(source))
             else:
                 with data_file(folder / name) as out:
-                    _, raw_md5 = _copy_from_source(reader, out, source, report)
-                    check_md5(name, expected_md5, raw_md5)
-                    out.flush()
-                    check_idx_file(Path(out.name), name)
+                    _copy_from_source(reader, out, source, report)
+                    out.flush()  # checked from its temp path
+                    raw_md5 = check_file(Path(out.name), name, expected_md5, shown=name).md5
     except OSError as exc:  # opening or sizing the source; reading it is handled in _copy_from_source
         raise _unreadable_source(source, exc) from None
-    except Rejected as rejection:
+    except (Rejected, DataFileRejected) as rejection:
         raise DataError(
             f"cannot import {source}: {rejection}; check the files in --from DIR, or download with --mirror URL"
         ) from None
@@ -351,10 +333,10 @@ def open_source(source: Path) -> BinaryIO:
     """Open a --from file; only a regular file (a FIFO would block, a device never end)."""
     if regular_file(source) is None:
         raise FileNotFoundError(2, "No such file or directory", str(source))
-    return idx.open_data_file(source)  # looked up at call time: the one place data files are opened
+    return paths.open_data_file(source)  # looked up at call time: the one place data files are opened
 
 
-def _copy_from_source(reader: BinaryIO, out: IO[bytes], source: Path, report: DownloadProgress) -> tuple[int, str]:
+def _copy_from_source(reader: BinaryIO, out: IO[bytes], source: Path, report: DownloadProgress) -> int:
     """stream_to_file for an import: a read error names the source, a write error the data dir."""
     try:
         return stream_to_file(reader, out, report)
@@ -393,71 +375,49 @@ def data_file(final: Path) -> Iterator[IO[bytes]]:
         raise DataError(f"cannot write {where}: {exc.strerror or exc}; choose a writable --data-dir") from None
 
 
-def stream_to_file(reader: BinaryIO, out: IO[bytes], report: DownloadProgress) -> tuple[int, str]:
-    """Copy reader into out chunk by chunk, reporting progress; return (bytes, md5 hex).
+def stream_to_file(reader: BinaryIO, out: IO[bytes], report: DownloadProgress) -> int:
+    """Copy reader into out chunk by chunk, reporting progress; return how many bytes.
 
     read1 where the reader has it: one system call per chunk, so progress (and the
     download's too-slow watch) sees a trickle as it comes instead of waiting for a full
     chunk. Errors from reader propagate as they are; errors writing out become LocalWriteError.
     """
     read = getattr(reader, "read1", None) or reader.read
-    digest = hashlib.md5(usedforsecurity=False)
     received = 0
     while chunk := read(CHUNK_BYTES):
-        digest.update(chunk)
         try:
             out.write(chunk)
         except OSError as exc:
             raise LocalWriteError(Path(out.name), exc) from exc
         received += len(chunk)
         report.advance(len(chunk))
-    return received, digest.hexdigest()
+    return received
+
+
+def check_gz(gz_out: IO[bytes], gz_name: str, gz_md5: str) -> None:
+    """Check a .gz just written to its temp file (flushed first) by its md5; Rejected if it is not the one."""
+    gz_out.flush()  # read back from its temp path, here and by extract_checked
+    problem = file_problem(Path(gz_out.name), gz_name, gz_md5, shown=gz_name)
+    if problem is not None:
+        raise Rejected(problem)
 
 
 def extract_checked(gz_path: Path, out: IO[bytes], name: str, source: str) -> str:
-    """Decompress gz_path into out, check what came out (IDX header, labels); return its md5.
+    """Decompress gz_path into out, check what came out (softmax_cli.data.checks); return its md5.
 
-    The .gz was verified by its md5 before, which fixes what it extracts to.
+    The .gz was verified by its md5 before, which fixes what it extracts to; Rejected when
+    it is no gzip file or what it holds is not a valid IDX file of name's kind.
     """
-    head = b""
-    labels = bytearray()
-    size = 0
-    digest = hashlib.md5(usedforsecurity=False)
     try:
         with gzip.open(gz_path, "rb") as reader:
             while chunk := reader.read(CHUNK_BYTES):
-                if len(head) < 16:
-                    head += chunk[: 16 - len(head)]
-                if not holds_images(name) and len(labels) <= 8 + MAX_EXAMPLES:
-                    labels += chunk  # more than that fails the header check below anyway
                 out.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
+        out.flush()
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise Rejected(f"{gz_path.name} from {source} is not a valid gzip file ({exc})") from None
     except OSError as exc:
         raise LocalWriteError(Path(out.name), exc).as_data_error() from None
     try:
-        check_header(name, head, size)
-        check_payload(name, bytes(labels[8:]))
-    except IdxError as exc:
-        raise Rejected(str(exc)) from None
-    return digest.hexdigest()
-
-
-def check_md5(name: str, expected: str, actual: str) -> None:
-    if actual != expected:
-        raise Rejected(f"md5 mismatch for {name}: expected {expected}, got {actual}")
-
-
-def check_idx_file(path: Path, name: str) -> None:
-    """Check an uncompressed file: its IDX header against its name and length, and its labels."""
-    try:
-        if holds_images(name):
-            with path.open("rb") as file:
-                head = file.read(16)
-            check_header(name, head, path.stat().st_size)
-        else:
-            check_payload(name, read_idx_file(path, name).payload)
-    except IdxError as exc:
+        return check_file(Path(out.name), name, shown=name).md5
+    except DataFileRejected as exc:
         raise Rejected(str(exc)) from None
