@@ -239,3 +239,9 @@ def session_status(accumulator) -> str:
 
     content = accumulator.PluginTagToContent("hparams")[metadata.SESSION_END_INFO_TAG]
     return api_pb2.Status.Name(metadata.parse_session_end_info_plugin_data(content).status)
+
+
+def figure_pixels(figure) -> tuple[int, int]:
+    """The size in pixels a figure is saved at: its size in inches times its dpi (save_png keeps both)."""
+    width, height = figure.get_size_inches() * figure.dpi
+    return round(width), round(height)

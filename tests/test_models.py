@@ -120,7 +120,9 @@ def test_same_seed_repeats_and_another_seed_differs(synthetic_data_dir, tmp_path
 
 def test_resolve_device_rejects_missing_hardware():
     assert devices.resolve_device("cpu") == torch.device("cpu")
-    assert devices.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    mps = getattr(torch.backends, "mps", None)
+    expected = "cuda" if torch.cuda.is_available() else "mps" if mps and mps.is_available() else "cpu"
+    assert devices.resolve_device("auto").type == expected  # cuda, then mps, then cpu
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             devices.resolve_device("cuda:0")

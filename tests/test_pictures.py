@@ -13,6 +13,7 @@ from PIL import Image
 
 from softmax_cli.data.batches import class_names
 from softmax_cli.pictures import figures as viz
+from tests import helpers
 
 NAMES = class_names()
 SMALL = ("--batch-size", "64", "--epochs", "2")
@@ -68,7 +69,7 @@ def test_curves_have_a_loss_and_an_accuracy_axes_with_one_line_per_run_and_metri
     assert [text.get_text() for text in figure.legends[0].get_texts()] == ["lr 0.1", "lr 0.03"]
     assert figure.get_suptitle() == "2 runs, all scratch"
     viz.save_png(figure, tmp_path / "curves.png")
-    assert png_size(tmp_path / "curves.png") == (1000, 420)
+    assert png_size(tmp_path / "curves.png") == helpers.figure_pixels(figure)
 
 
 def test_one_run_gets_a_legend_of_metrics_and_an_old_history_without_test_loss_still_draws():
@@ -90,7 +91,7 @@ def test_line_plot_for_a_sweep_labels_its_axes_and_series(tmp_path):
     assert ax.get_xscale() == "log" and set(lines_by_label(ax)) == {"scratch", "concise"}
     assert [label.get_text() for label in ax.get_xticklabels()] == ["0.01", "0.03", "0.1", "0.3"]
     viz.save_png(figure, tmp_path / "sweep.png")
-    assert png_size(tmp_path / "sweep.png") == (640, 400)
+    assert png_size(tmp_path / "sweep.png") == helpers.figure_pixels(figure)
 
 
 # --------------------------------------------------------------------------- weight templates
@@ -125,7 +126,7 @@ def test_templates_figure_titles_each_class_and_centres_one_colour_map_at_zero(s
     assert "epoch 3" in heading and ("pixel space" in heading) == standardized
     assert colour_bar.get_ylabel() == ("pixel-space weight (W / std)" if standardized else "weight")
     viz.save_png(figure, tmp_path / "weights.png")
-    assert png_size(tmp_path / "weights.png") == (960, 510)
+    assert png_size(tmp_path / "weights.png") == helpers.figure_pixels(figure)
 
 
 # --------------------------------------------------------------------------- confusion matrix
@@ -158,7 +159,7 @@ def test_confusion_figure_names_its_axes_and_classes_and_prints_every_cell(norma
     accuracy = float(counts.trace()) / float(counts.sum())
     assert f"accuracy {accuracy:.4f}" in ax.get_title() and "epoch 2" in ax.get_title()
     viz.save_png(figure, tmp_path / "confusion.png")
-    assert png_size(tmp_path / "confusion.png") == (640, 580)
+    assert png_size(tmp_path / "confusion.png") == helpers.figure_pixels(figure)
 
 
 # --------------------------------------------------------------------------- predictions
@@ -181,11 +182,14 @@ def test_prediction_grid_says_true_and_predicted_once_shows_probabilities_and_ma
         assert (ax.title.get_color() == viz.WRONG_COLOUR) == (t != p)
         assert "true" not in title and "predicted" not in title  # said once, above the grid
     viz.save_png(figure, tmp_path / "predictions.png")
-    assert png_size(tmp_path / "predictions.png") == (870, 400)
+    assert png_size(tmp_path / "predictions.png") == helpers.figure_pixels(figure)
 
 
 def test_save_png_replaces_a_file_whole_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "figure.png"
     target.write_bytes(b"old")
-    viz.save_png(viz.line_plot({"a": ([1, 2], [3, 4])}, xlabel="x", ylabel="y", title="t"), target)
-    assert png_size(target) == (640, 400) and [path.name for path in tmp_path.iterdir()] == ["figure.png"]
+    figure = viz.line_plot({"a": ([1, 2], [3, 4])}, xlabel="x", ylabel="y", title="t")
+    viz.save_png(figure, target)
+    assert png_size(target) == helpers.figure_pixels(figure) and [path.name for path in tmp_path.iterdir()] == [
+        "figure.png"
+    ]
