@@ -407,9 +407,10 @@ def bad_file(request, tmp_path, good_path, good):
 
 
 @pytest.mark.parametrize("bad_file", BAD_INPUTS, ids=BAD_IDS, indirect=True)
-def test_bad_checkpoint_is_refused_with_one_clear_line(bad_file, synthetic_data_dir, tmp_path):
-    """By load_checkpoint, `softmax eval` and `softmax train --resume` alike; none of these files
-    is a pickle that runs code, so none is called one."""
+def test_bad_checkpoint_is_refused_with_one_clear_line(bad_file):
+    """Every damage, once, where the rule lives (load_checkpoint); none of these files is a pickle
+    that runs code, so none is called one. How each entry point reports the refusal is checked
+    below on two cases each: they all go through load_checkpoint."""
     path, needles = bad_file
     with pytest.raises(CheckpointError) as caught:
         ckpt.load_checkpoint(path)
@@ -419,6 +420,14 @@ def test_bad_checkpoint_is_refused_with_one_clear_line(bad_file, synthetic_data_
         assert needle in message
     assert "could run code" not in message
 
+
+# Two cases for each entry point: a file that is not a checkpoint at all, and one whose tensors are wrong.
+ENTRY_POINT_CASES = [case for case in BAD_INPUTS if case[0] in ("text", "bias-shape")]
+
+
+@pytest.mark.parametrize("bad_file", ENTRY_POINT_CASES, ids=[case[0] for case in ENTRY_POINT_CASES], indirect=True)
+def test_eval_and_resume_refuse_a_bad_checkpoint_in_one_line(bad_file, synthetic_data_dir, tmp_path):
+    path, needles = bad_file
     result = helpers.invoke("eval", path, "--data-dir", synthetic_data_dir, "--device", "cpu", "--json")
     assert result.exit_code == 1
     assert_one_line_error(result, str(path), *needles)
