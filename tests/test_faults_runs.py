@@ -377,3 +377,28 @@ def test_a_stop_landing_in_exec_d_code_is_raised_just_after_it():
         [sys.executable, "-c", code], cwd=helpers.PROJECT_ROOT, capture_output=True, text=True, timeout=60
     )
     assert done.stdout.strip() == "stopped after exec", done.stderr
+
+
+def test_a_checkpoint_that_does_not_fit_the_disk_is_one_error_line(synthetic_data_dir, tmp_path):
+    """A real write failure, without root: a file size limit (RLIMIT_FSIZE, SIGXFSZ ignored, so a write
+    past it fails with EFBIG as a full disk fails with ENOSPC). torch.save into the file would call
+    it a RuntimeError of its zip writer; the checkpoint is serialized first, so the OSError says it."""
+    import resource
+
+    limit = 16 * 1024  # a checkpoint of the 784 x 10 model takes about 35 kB
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [sys.executable, "-m", "softmax_cli", "train", "--data-dir", synthetic_data_dir, "--device", "cpu"]
+    command += ["--runs-dir", tmp_path / "runs", "--epochs", "2", "--checkpoint", tmp_path / "c.pt"]
+    done = subprocess.run(
+        [str(part) for part in command], cwd=helpers.PROJECT_ROOT, capture_output=True, text=True,
+        preexec_fn=limit_file_size, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert f"cannot write the checkpoint {tmp_path / 'c.pt'}: File too large" in line
+    assert not (tmp_path / "c.pt").exists()

@@ -129,10 +129,14 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
     """
     import torch
 
+    # Serialized in memory first (about 80 kB): torch.save straight into the file reports a full
+    # disk as a RuntimeError from its zip writer ("unexpected pos"), where a plain write says ENOSPC.
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as handle:
-            torch.save(checkpoint, handle)
+            handle.write(buffer.getbuffer())
     except OSError as exc:
         raise CheckpointError(f"cannot write the checkpoint {path}: {exc.strerror or exc}") from None
 
