@@ -15,7 +15,8 @@ import pytest
 from tests import helpers
 
 BENCHMARKS = helpers.PROJECT_ROOT / "benchmarks"
-SMOKE_TESTED = {"busy", "memory", "startup", "sweep"}
+# faults.py is smoke-tested beside the faults it checks, in tests/test_faults_killed.py.
+SMOKE_TESTED = {"busy", "faults", "memory", "startup", "sweep"}
 
 
 def run_script(name: str, *args) -> subprocess.CompletedProcess:
