@@ -1,7 +1,7 @@
 """softmax-cli: softmax regression on Fashion-MNIST, written from scratch and concisely (D2L chapter 3).
 
 The Python API (softmax_cli.api) is reachable from here: `import softmax_cli as sc`, then
-sc.train(...), sc.load(...), and the error types (sc.SoftmaxError, sc.UsageError, ...). They are
+sc.train(...), sc.load(...), sc.test_split(), and the error types (sc.SoftmaxError, sc.UsageError, ...). They are
 looked up on first use (PEP 562), so importing the package imports neither torch nor the CLI.
 """
 
@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "train": "softmax_cli.api",
     "load": "softmax_cli.api",
+    "test_split": "softmax_cli.api",
     "Model": "softmax_cli.api",
     "TrainResult": "softmax_cli.api",
     "SoftmaxError": "softmax_cli.errors",

@@ -259,6 +259,18 @@ def train(
     )
 
 
+def test_split(data_dir: str | Path | None = None):
+    """The 10,000 test images (uint8 tensor N x 28 x 28, light on black) and their labels (class indices),
+    read from the data as train finds it, fetched and verified first where needed."""
+    from softmax_cli.data.batches import read_split
+    from softmax_cli.data.paths import resolve_data_dir
+
+    target = resolve_data_dir(None if data_dir is None else _path(data_dir, "data_dir"))
+    ensure_data(target)
+    split = read_split(target, "test")
+    return split.images, split.labels
+
+
 def checkpoint_path(path: str | Path) -> Path:
     """The checkpoint file `path` stands for: the file itself, a run folder's checkpoint, a folder's only
     .pt file, or the newest run's in a folder of runs (as `softmax eval PATH` resolves it)."""
