@@ -49,6 +49,16 @@ class Range:
         return f"in {left}{number(self.low)}, {number(self.high)}{right}"
 
 
+def out_of_range(allowed: Range, value) -> str:
+    """What a refused value is told, e.g. "must be > 0, not -1.0": the range it missed, without a storage
+    limit nobody would reach (2**63 - 1). The CLI's option checks and the Python API say the same."""
+    if allowed.high in (INT64_MAX, FLOAT32_MAX) and not value > allowed.high:
+        words = f"{'>' if allowed.low_open else '>='} {allowed.low}"
+    else:
+        words = str(allowed)
+    return f"must be {words}, not {value}"
+
+
 # The one table of ranges: option validation, help text and checkpoint validation all read it.
 RANGES: dict[str, Range] = {
     "epochs": Range(1, INT64_MAX),

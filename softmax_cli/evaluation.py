@@ -98,6 +98,34 @@ def classify_pictures(
     ]
 
 
+def evaluation_payload(path: Path, checkpoint: dict, evaluation: Evaluation) -> dict:
+    """A checkpoint's evaluation as `softmax eval --json` prints it and the Python API's Model.evaluate returns it."""
+    return {
+        "checkpoint": str(path),
+        "impl": checkpoint["impl"],
+        "epoch": checkpoint["epoch"],
+        "test_acc": evaluation.accuracy,
+        "test_loss": evaluation.loss,
+        "n": evaluation.n,
+        "per_class": per_class_metrics(evaluation.confusion, checkpoint["class_names"]),
+        "confusion_matrix": evaluation.confusion.tolist(),
+    }
+
+
+def picture_rows(labels: list, ranked: list[list[tuple[int, float]]], class_names: list[str]) -> list[dict]:
+    """One row per picture, as `predict --image --json` lists them and the Python API's Model.predict returns
+    them: its label (a path as text, or an index), the likeliest class, its probability and the ranked top."""
+    return [
+        {
+            "image": label,
+            "predicted": class_names[top[0][0]],
+            "confidence": top[0][1],
+            "top": [{"class": class_names[k], "probability": p} for k, p in top],
+        }
+        for label, top in zip(labels, ranked, strict=True)
+    ]
+
+
 def per_class_metrics(confusion, class_names: list[str]) -> list[dict]:
     """For each class: precision TP/predicted, recall TP/support, F1 (their harmonic mean), support,
     and one-vs-rest accuracy (TP+TN)/N, kept for the JSON readers of earlier versions.

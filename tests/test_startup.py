@@ -95,3 +95,13 @@ def test_export_help_imports_no_torch_nor_onnx(tmp_path):
 
 def test_runs_imports_no_torch(tmp_path):
     assert imports_of(tmp_path, "runs", "--runs-dir", tmp_path / "runs") == []
+
+
+def test_importing_the_package_imports_no_torch_nor_the_cli():
+    """`import softmax_cli as sc` is the Python API's first line: sc.train and sc.load import torch when called."""
+    probe = "import json, sys, softmax_cli; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    imported = set(json.loads(done.stdout))
+    assert "softmax_cli" in imported  # the control: the probe sees what was imported
+    assert not imported & {*HEAVY, "typer", "rich", "numpy", "PIL"}

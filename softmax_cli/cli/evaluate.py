@@ -96,7 +96,7 @@ def evaluate(
     check_picture_target(confusion_png, overwrite, "--confusion-png")
     path = find_checkpoint(checkpoint, runs_dir, "eval")  # before torch: a bad path costs no import
     from softmax_cli.cli.tables import render_evaluation
-    from softmax_cli.evaluation import evaluate_checkpoint, per_class_metrics
+    from softmax_cli.evaluation import evaluate_checkpoint, evaluation_payload, per_class_metrics
 
     loaded, torch_device, target = _checkpoint_device_and_data(path, device, data_dir)
     evaluation, model = evaluate_checkpoint(loaded, target, torch_device, batch_size)
@@ -116,16 +116,7 @@ def evaluate(
         write_image(lambda target: save_image(figure, target), confusion_png)
     render_evaluation(results_console(as_json), path, loaded, evaluation, per_class)
     if as_json:
-        print_json({
-            "checkpoint": str(path),
-            "impl": loaded["impl"],
-            "epoch": loaded["epoch"],
-            "test_acc": evaluation.accuracy,
-            "test_loss": evaluation.loss,
-            "n": evaluation.n,
-            "per_class": per_class,
-            "confusion_matrix": evaluation.confusion.tolist(),
-        })  # fmt: skip
+        print_json(evaluation_payload(path, loaded, evaluation))
 
 
 def predict(
@@ -224,7 +215,7 @@ def predict_pictures(
 
     from softmax_cli.cli.tables import render_picture_predictions
     from softmax_cli.data.photos import load_picture, model_input, picture_files
-    from softmax_cli.evaluation import classify_pictures
+    from softmax_cli.evaluation import classify_pictures, picture_rows
     from softmax_cli.runs import checkpoint as ckpt
 
     pictures = [load_picture(file) for file in picture_files(images)]
@@ -232,16 +223,7 @@ def predict_pictures(
     loaded = ckpt.load_checkpoint(path)
     torch_device = resolve_device_or_usage_error(device)
     ranked = classify_pictures(loaded, torch.stack([model_input(p.seen) for p in pictures]), torch_device)
-    names = loaded["class_names"]
-    rows = [
-        {
-            "image": str(picture.path),
-            "predicted": names[top[0][0]],
-            "confidence": top[0][1],
-            "top": [{"class": names[k], "probability": p} for k, p in top],
-        }
-        for picture, top in zip(pictures, ranked, strict=True)
-    ]
+    rows = picture_rows([str(p.path) for p in pictures], ranked, loaded["class_names"])
     if out is not None:
         from softmax_cli.pictures.figures import picture_predictions_figure, save_image
 

@@ -22,15 +22,14 @@ from rich.markup import escape
 
 from softmax_cli.cli.output import console, fail, say
 from softmax_cli.config import (
-    FLOAT32_MAX,
     IMPLS,
-    INT64_MAX,
     LOADERS,
     PRESETS,
     RANGES,
     SCHEDULES,
     Hparams,
     Range,
+    out_of_range,
     parse_number,
 )
 from softmax_cli.data.paths import DATA_DIR_ENV, expand_user
@@ -46,7 +45,7 @@ def within(allowed: Range):
 
     def check(value):
         if value is not None and value not in allowed:
-            raise typer.BadParameter(f"must be {_in_words(allowed, value)}, not {value}")
+            raise typer.BadParameter(out_of_range(allowed, value))
         return value
 
     return check
@@ -71,13 +70,6 @@ def whole_number_value(value) -> int:
 def checked(name: str):
     """A Typer callback that refuses a value outside config.RANGES[name] as a usage error."""
     return within(RANGES[name])
-
-
-def _in_words(allowed: Range, value) -> str:
-    """The range a refused value missed, without a storage limit nobody would reach (2**63 - 1)."""
-    if allowed.high in (INT64_MAX, FLOAT32_MAX) and not value > allowed.high:
-        return f"{'>' if allowed.low_open else '>='} {allowed.low}"
-    return str(allowed)
 
 
 def default_note(name: str, extra: str = "") -> str:

@@ -146,7 +146,9 @@ def train(
         )
         _report_interruption(result, resume, again)
     if as_json:
-        print_json(_train_json(result, name))
+        from softmax_cli.runs.session import train_payload
+
+        print_json(train_payload(result, name))
     if result.interrupted:
         raise typer.Exit(130)
 
@@ -237,17 +239,3 @@ def _report_interruption(result, resume_path, again: list[str]) -> None:
         "softmax", "train", "--resume", str(continue_from), "--epochs", str(result.hparams.epochs), *again,
     ])  # fmt: skip
     say(f"Continue with: {escape(continue_command)}")
-
-
-def _train_json(result, name: Optional[str] = None) -> dict:
-    return {
-        "impl": result.hparams.impl,
-        "device": str(result.device),
-        "epochs": result.epochs_done,
-        "history": result.history,
-        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-        "log_dir": str(result.log_dir) if result.log_dir else None,
-        "name": name,
-        "hparams": result.hparams.as_dict(),
-        "interrupted": result.interrupted,
-    }

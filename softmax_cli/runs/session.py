@@ -103,6 +103,21 @@ def train_run(
     return TrainedRun(result, tensorboard.failure)
 
 
+def train_payload(result: training.TrainingResult, name: str | None = None) -> dict:
+    """What a run ended with, as `softmax train --json` prints it and the Python API's result holds it."""
+    return {
+        "impl": result.hparams.impl,
+        "device": str(result.device),
+        "epochs": result.epochs_done,
+        "history": result.history,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "log_dir": str(result.log_dir) if result.log_dir else None,
+        "name": name,
+        "hparams": result.hparams.as_dict(),
+        "interrupted": result.interrupted,
+    }
+
+
 def _remove_empty(folders: list[Path]) -> None:
     """Remove those of these folders (made by this run) that are empty, deepest first."""
     for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True):
