@@ -79,7 +79,16 @@ def test_startup_times_whole_processes_against_import_torch(tmp_path):
     done = run_script("startup", "--json", "--rounds", "1", "--help-repeats", "1", "--data-dir", tmp_path / "data")
     result = json.loads(done.stdout)
     keys = [command["key"] for command in result["startup"]["commands"]]
-    assert keys == ["import-torch", "concise-floor", "download-noop", "eval", "runs", "train-1", "train-10"]
+    assert keys == [
+        "import-torch",
+        "concise-floor",
+        "download-noop",
+        "eval",
+        "runs",
+        "train-1",
+        "train-10",
+        "train-10-concise",
+    ]
     assert all(len(command["runs"]) == 1 for command in result["startup"]["commands"])
     assert result["imports"]["total_s"] > 0
     helps = [entry["command"] for entry in result["help"]]
