@@ -128,6 +128,7 @@ class SoftmaxRegression(Protocol):
     input_stats: InputStats | None
 
     def logits(self, X: torch.Tensor) -> torch.Tensor: ...
+    def prepare_to_train(self) -> None: ...
     def train_step(self, X: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]: ...
     def weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]: ...
     def optimizer_state(self) -> dict | None: ...
@@ -156,6 +157,9 @@ class ScratchSoftmax:
         if self.naive:
             return cross_entropy(softmax(logits), y)
         return cross_entropy_from_logits(logits, y)
+
+    def prepare_to_train(self) -> None:
+        """Nothing to build: the update is the book's sgd."""
 
     def train_step(self, X: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(X)
@@ -205,6 +209,10 @@ class ConciseSoftmax:
 
     def logits(self, X: torch.Tensor) -> torch.Tensor:
         return self.net(standardize(X, self.input_stats))
+
+    def prepare_to_train(self) -> None:
+        """Build the optimizer now, so its one-time import of torch._dynamo is not timed as an epoch's."""
+        _ = self.trainer
 
     def train_step(self, X: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(X)

@@ -75,6 +75,7 @@ def fit(
         start_epoch = resume_from["epoch"]
         _restore_batch_order(shuffle_generator, resume_from["rng_state"]["shuffle"])
 
+    model.prepare_to_train()  # a one-time cost (concise: building torch.optim.SGD), before any epoch's clock
     result = TrainingResult(
         hparams, device, history, checkpoint=None, log_dir=paths.log_dir, epochs_done=start_epoch, class_names=names
     )
