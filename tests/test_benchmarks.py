@@ -42,6 +42,7 @@ def test_every_script_says_what_it_measures(name):
     assert run_script(name, "--help").stdout.startswith("usage: ")
 
 
+@pytest.mark.benchmarks
 def test_sweep_times_both_sides_and_checks_they_agree(synthetic_data_dir):
     """A small grid as one sweep process and as train processes, and stacked epochs against one run's;
     both sides end with the same metrics."""
@@ -56,6 +57,7 @@ def test_sweep_times_both_sides_and_checks_they_agree(synthetic_data_dir):
     assert payload["settings"]["commands"][0].startswith("softmax sweep --data-dir")
 
 
+@pytest.mark.benchmarks
 def test_memory_runs_each_row_in_a_process_of_its_own(synthetic_data_dir):
     done = run_script(
         "memory", "--json", "--epochs", "1", "--workers", "1", "--threads", "1", "--data-dir", synthetic_data_dir
@@ -72,6 +74,7 @@ def test_memory_runs_each_row_in_a_process_of_its_own(synthetic_data_dir):
     assert len(result["targets"]) == 6 and all(set(t) == {"target", "value", "limit", "met"} for t in result["targets"])
 
 
+@pytest.mark.benchmarks
 def test_startup_times_whole_processes_against_import_torch(tmp_path):
     # Synthetic files recorded as verified (against their own md5s): `download` finds nothing to do (no network).
     helpers.write_synthetic_dataset(tmp_path / "data", n_train=300, n_test=100)
@@ -96,6 +99,7 @@ def test_startup_times_whole_processes_against_import_torch(tmp_path):
     assert len(result["targets"]) == 6  # five start-up targets and the --help one
 
 
+@pytest.mark.benchmarks
 def test_busy_times_training_quiet_and_beside_a_busy_process(synthetic_data_dir):
     done = run_script("busy", "--epochs", "1", "--data-dir", synthetic_data_dir, "--policies", "default")
     lines = done.stdout.splitlines()

@@ -148,6 +148,7 @@ def test_a_lock_held_by_another_process_than_the_summarys_does_not_keep_a_run_al
         assert record["status"] == status
 
 
+@pytest.mark.benchmarks
 def test_the_fault_script_passes_on_synthetic_data(synthetic_data_dir, tmp_path):
     command = [sys.executable, "benchmarks/faults.py", "--kills", "2", "--epochs", "5", "--batch-size", "32"]
     command += ["--data-dir", str(synthetic_data_dir)]
