@@ -402,3 +402,22 @@ def test_a_checkpoint_that_does_not_fit_the_disk_is_one_error_line(synthetic_dat
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert f"cannot write the checkpoint {tmp_path / 'c.pt'}: File too large" in line
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_torch_that_cannot_load_is_one_line_naming_it(synthetic_data_dir, tmp_path):
+    """An address-space limit too small for torch's shared objects (`prlimit --as=2147483648`): the
+    loader's "failed to map segment" becomes one line that says torch could not be loaded."""
+    import resource
+
+    def limit_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, 2 * 1024**3))
+
+    command = [sys.executable, "-m", "softmax_cli", "train", "--data-dir", synthetic_data_dir, "--device", "cpu"]
+    command += ["--runs-dir", tmp_path / "runs", "--epochs", "1"]
+    done = subprocess.run(
+        [str(part) for part in command], cwd=helpers.PROJECT_ROOT, capture_output=True, text=True,
+        preexec_fn=limit_address_space, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: torch could not be loaded: ")

@@ -201,8 +201,34 @@ def reports_errors(command):
                 if not _stdout_broken(exc):
                     raise
                 raise _stdout_failed(exc) from None
+            except ImportError as exc:
+                # A library that is installed but cannot load here (an address-space limit too small
+                # for torch's shared objects: "failed to map segment"; a broken install) is the
+                # machine's fault, not a bug: one line naming the library and the loader's reason.
+                library = _failed_library(exc)
+                if library is None:
+                    raise
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                raise fail(f"{library} could not be loaded: {reason}") from None
 
     return run
+
+
+# The libraries the commands import when they need them; any of them failing to load is reported as such.
+HEAVY_LIBRARIES = {"torch", "torchvision", "tensorboard", "matplotlib", "numpy", "PIL", "onnx", "onnxscript"}
+
+
+def _failed_library(exc: ImportError) -> str | None:
+    """Which of HEAVY_LIBRARIES failed to load: the innermost of them whose code the import ran
+    (a shared object that cannot be mapped names no module, only its .so file), else exc.name's."""
+    found = None
+    traceback = exc.__traceback__
+    while traceback is not None:
+        package = str(traceback.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        found = package if package in HEAVY_LIBRARIES else found
+        traceback = traceback.tb_next
+    named = (exc.name or "").split(".")[0]
+    return found or (named if named in HEAVY_LIBRARIES else None)
 
 
 # What a write to a full, broken or vanished output stream raises; the body turns the OSErrors
