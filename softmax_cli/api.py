@@ -153,22 +153,6 @@ def _device(name: str):
         raise _usage("device", str(exc)) from None
 
 
-def ensure_data(data_dir: Path) -> None:
-    """Fetch the dataset from the default mirrors when it is missing (or import the four files when
-    data_dir holds them itself), silently; verify it before any work, as the CLI does."""
-    from softmax_cli.data.store import dataset_present, holds_dataset_files
-    from softmax_cli.data.verified import verify_dataset
-
-    if not dataset_present(data_dir):
-        from softmax_cli.data import download as dl
-
-        if holds_dataset_files(data_dir):
-            dl.fetch_dataset(data_dir, source_dir=data_dir)
-        else:
-            dl.ensure_dataset(data_dir)
-    verify_dataset(data_dir)
-
-
 def train(
     impl: str = "scratch",
     epochs: int | None = None,
@@ -201,6 +185,7 @@ def train(
     from softmax_cli import stops
     from softmax_cli.config import default_workers, resolve_hparams
     from softmax_cli.data.paths import resolve_data_dir
+    from softmax_cli.data.ready import ready_dataset
     from softmax_cli.runs.folders import name_problem, named_run_dir
 
     given = _checked_options(
@@ -230,7 +215,7 @@ def train(
     workers = default_workers() if workers is None else workers
     torch_device = _device(device)
     target = resolve_data_dir(None if data_dir is None else _path(data_dir, "data_dir"))
-    ensure_data(target)
+    ready_dataset(target)
     from softmax_cli.runs.session import train_payload, train_run
     from softmax_cli.training import check_validation_split
 
@@ -264,9 +249,10 @@ def test_split(data_dir: str | Path | None = None):
     read from the data as train finds it, fetched and verified first where needed."""
     from softmax_cli.data.batches import read_split
     from softmax_cli.data.paths import resolve_data_dir
+    from softmax_cli.data.ready import ready_dataset
 
     target = resolve_data_dir(None if data_dir is None else _path(data_dir, "data_dir"))
-    ensure_data(target)
+    ready_dataset(target)
     split = read_split(target, "test")
     return split.images, split.labels
 
@@ -385,11 +371,12 @@ class Model:
         """Accuracy, loss, per-class figures and the confusion matrix on the test split: the dict `softmax eval
         --json` prints. The data as train finds it (data_dir, else $SOFTMAX_DATA_DIR, else the default)."""
         from softmax_cli.data.paths import resolve_data_dir
+        from softmax_cli.data.ready import ready_dataset
         from softmax_cli.evaluation import evaluate_checkpoint, evaluation_payload
 
         checked = _checked_options({"batch_size": batch_size}).get("batch_size")
         target = resolve_data_dir(None if data_dir is None else _path(data_dir, "data_dir"))
-        ensure_data(target)
+        ready_dataset(target)
         evaluation, _ = evaluate_checkpoint(self._loaded, target, self._device, checked)
         return evaluation_payload(self.checkpoint, self._loaded, evaluation)
 

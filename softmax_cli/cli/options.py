@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -142,44 +141,12 @@ def given_options(**options) -> dict:
 
 
 def ensure_data(data_dir: Path) -> None:
-    """Fetch the dataset from the default mirrors when it is missing, saying so; verify it before any work.
-
-    Files recorded as verified cost a stat each (softmax_cli.data.verified). The download
-    code (urllib, ssl) is imported only when something must be fetched.
-    """
-    from softmax_cli.data.store import dataset_present
-    from softmax_cli.data.verified import verify_dataset
-
-    if not dataset_present(data_dir):
-        _fetch_missing(data_dir)
-    verify_dataset(data_dir)
-
-
-def _fetch_missing(data_dir: Path) -> None:
-    """Import the files when data_dir holds them itself, else download them from the default mirrors."""
+    """The dataset ready (softmax_cli.data.ready): fetched when missing, with a note and a progress bar
+    on stderr, then verified before any work."""
     from softmax_cli.cli.render import DownloadProgressBar
-    from softmax_cli.data import download as dl
-    from softmax_cli.data.store import holds_dataset_files
+    from softmax_cli.data.ready import ready_dataset
 
-    if holds_dataset_files(data_dir):
-        # A natural mistake: --data-dir pointed at the folder of the four files themselves.
-        say(
-            f"{escape(str(data_dir))} holds the dataset files themselves; importing them into "
-            f"{escape(str(dl.raw_dir(data_dir)))}"
-        )
-        with DownloadProgressBar(console) as progress:
-            dl.fetch_dataset(data_dir, source_dir=data_dir, progress=progress)
-        return
-    say(f"Fashion-MNIST not found in {escape(str(data_dir))}; downloading it")
-    try:
-        with DownloadProgressBar(console) as progress:
-            dl.ensure_dataset(data_dir, progress=progress)
-    except DataError as exc:
-        # Ready to paste: only DIR, the folder holding the four .gz files, is the user's to fill in.
-        raise DataError(
-            f"{exc}; --mirror and --from are options of `softmax download`: with the four .gz files in a "
-            f"folder DIR, run `softmax download --from DIR --data-dir {shlex.quote(str(data_dir))}` first"
-        ) from None
+    ready_dataset(data_dir, note=lambda message: say(escape(message)), progress=lambda: DownloadProgressBar(console))
 
 
 # The picture formats --weights-png and predict's --out write, by file name suffix.
