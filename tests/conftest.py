@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
 from tests import helpers
+
+
+@pytest.fixture(autouse=True)
+def stop_signal_handlers_restored():
+    """A command stopped in-process leaves its stop signals ignored, as a real process ending must;
+    the test process gets its own handlers back, so Ctrl-C still stops pytest."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    saved = {name: signal.getsignal(getattr(signal, name)) for name in names if hasattr(signal, name)}
+    yield
+    for name, handler in saved.items():
+        signal.signal(getattr(signal, name), handler)
 
 
 @pytest.fixture(scope="session")

@@ -421,3 +421,21 @@ def test_torch_that_cannot_load_is_one_line_naming_it(synthetic_data_dir, tmp_pa
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: torch could not be loaded: ")
+
+
+def test_after_a_stop_further_stop_signals_are_ignored_to_the_end():
+    """A second Ctrl-C that lands after the command has begun to report its stop (or while the
+    interpreter shuts down, when Python resets its handlers) must not kill the process by SIGINT."""
+    import os
+    import time
+
+    from softmax_cli.cli.output import stop_signals
+
+    with stop_signals():
+        pass
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # no stop: the handlers come back
+    with pytest.raises(KeyboardInterrupt):
+        with stop_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises at once
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN

@@ -157,8 +157,13 @@ def stop_signals():
     try:
         yield
     finally:
+        # Once a stop has begun, the process only reports and ends: further stop signals are ignored
+        # to the last instruction. Restored, Python's handler would raise a KeyboardInterrupt into the
+        # report, and at interpreter shutdown (which resets Python-level handlers to the default) a
+        # late Ctrl-C would kill the process by SIGINT instead of its exit status.
+        stopped = stops.received() is not None
         for number, previous in installed.items():
-            signal.signal(number, previous)
+            signal.signal(number, signal.SIG_IGN if stopped else previous)
 
 
 def stop_exit_code() -> int:
