@@ -13,10 +13,15 @@ from tests import helpers
 
 @pytest.fixture(autouse=True)
 def stop_signal_handlers_restored():
-    """A command stopped in-process leaves its stop signals ignored, as a real process ending must;
-    the test process gets its own handlers back, so Ctrl-C still stops pytest."""
+    """Each test starts with the stop signals as from a terminal (a suite started in the background by a
+    non-interactive shell inherits SIGINT ignored, which the tool rightly keeps ignored). A command stopped
+    in-process leaves them ignored, as a real process ending must: the test process gets its own back."""
     names = ("SIGINT", "SIGTERM", "SIGHUP")
     saved = {name: signal.getsignal(getattr(signal, name)) for name in names if hasattr(signal, name)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for name in names[1:]:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
     yield
     for name, handler in saved.items():
         signal.signal(getattr(signal, name), handler)

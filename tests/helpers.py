@@ -245,3 +245,13 @@ def figure_pixels(figure) -> tuple[int, int]:
     """The size in pixels a figure is saved at: its size in inches times its dpi (save_png keeps both)."""
     width, height = figure.get_size_inches() * figure.dpi
     return round(width), round(height)
+
+
+def default_stop_signals() -> None:
+    """preexec_fn for a child the tests stop with signals: SIGINT, SIGTERM and SIGHUP at their
+    defaults, as from a terminal. A suite started in the background by a non-interactive shell
+    (`pytest &`) inherits SIGINT ignored, and the tool rightly keeps an ignored signal ignored."""
+    import signal
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)

@@ -121,6 +121,7 @@ def start_training(data_dir: Path, folder: Path, *options) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=helpers.default_stop_signals,
     )
 
 

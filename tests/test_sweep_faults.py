@@ -32,7 +32,10 @@ def start_sweep(data_dir: Path, folder: Path, *options, file_size_limit: int | N
     command = [sys.executable, "-m", "softmax_cli", "sweep", "--data-dir", data_dir, "--device", "cpu"]
     command += ["--runs-dir", folder / "runs", *options]
 
-    def limit_file_size() -> None:
+    def prepare() -> None:
+        helpers.default_stop_signals()
+        if file_size_limit is None:
+            return
         # Ignored, SIGXFSZ no longer kills the process: a write past the limit fails with EFBIG instead.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         import resource
@@ -46,7 +49,7 @@ def start_sweep(data_dir: Path, folder: Path, *options, file_size_limit: int | N
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=None if file_size_limit is None else limit_file_size,
+        preexec_fn=prepare,
     )
 
 
