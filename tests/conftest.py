@@ -12,6 +12,13 @@ from tests import helpers
 
 
 @pytest.fixture(autouse=True)
+def no_columns_from_the_caller(monkeypatch):
+    """Output width is part of what the tests check: $COLUMNS from the shell that runs pytest (or from
+    pytest-xdist's workers) would wrap what a file or pipe gets unwrapped. Tests that want a width set it."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def stop_signal_handlers_restored():
     """Each test starts with the stop signals as from a terminal (a suite started in the background by a
     non-interactive shell inherits SIGINT ignored, which the tool rightly keeps ignored). A command stopped
