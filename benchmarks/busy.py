@@ -1,4 +1,4 @@
-"""Per-epoch time of `softmax train`, `compare` and `sweep`, quiet and beside one busy process, by wait policy."""
+"""Per-epoch time of `softmax train`, `compare` and `sweep`, quiet and beside one busy process, by thread setting."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ COMMANDS = {
     "sweep": ["sweep", "--lr", "0.03,0.1,0.3"],
 }
 
+# The thread settings compared, as the environment each process gets. "default" leaves both
+# variables to the tool (one intra-op thread); the others give torch every core, with OpenMP's
+# own wait (libgomp spins a while before sleeping), always spinning, or sleeping at once.
+CORES = str(os.cpu_count() or 1)
+SETTINGS = {
+    "default": {},
+    "all-cores": {"OMP_NUM_THREADS": CORES},
+    "all-cores-active": {"OMP_NUM_THREADS": CORES, "OMP_WAIT_POLICY": "ACTIVE"},
+    "all-cores-passive": {"OMP_NUM_THREADS": CORES, "OMP_WAIT_POLICY": "PASSIVE"},
+}
+
 
 def epoch_seconds(name: str, payload: dict) -> list[float]:
     """The seconds of each epoch, from one command's --json object."""
@@ -29,15 +40,13 @@ def epoch_seconds(name: str, payload: dict) -> list[float]:
     return [entry["seconds"] for entry in payload["configs"][0]["history"]]
 
 
-def epochs(name: str, data_dir: str | None, n: int, policy: str | None) -> list[float]:
+def epochs(name: str, data_dir: str | None, n: int, setting: str) -> list[float]:
     """One `softmax NAME --json` process; the seconds of each of its epochs."""
     with tempfile.TemporaryDirectory() as runs:
         command = [sys.executable, "-m", "softmax_cli", *COMMANDS[name], "--json", "--epochs", str(n)]
         command += ["--runs-dir", runs, *(["--data-dir", data_dir] if data_dir else [])]
-        env = dict(os.environ)
-        env.pop("OMP_WAIT_POLICY", None)
-        if policy is not None:
-            env["OMP_WAIT_POLICY"] = policy
+        env = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+        env.update(SETTINGS[setting])
         out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
         return epoch_seconds(name, json.loads(out))
 
@@ -51,25 +60,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", help="the folder of the four .gz files (default: the tool's own)")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2, help="processes per command and setting, alternated")
     parser.add_argument("--commands", default="train,compare,sweep", help="comma-separated: train, compare, sweep")
-    parser.add_argument(
-        "--policies",
-        default="default,ACTIVE",
-        help="comma-separated OMP_WAIT_POLICY values; 'default' leaves it to the tool (which sets PASSIVE)",
-    )
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
     args = parser.parse_args()
+    settings = args.settings.split(",")
     for name in args.commands.split(","):
-        for policy in args.policies.split(","):
-            chosen = None if policy == "default" else policy
-            quiet = epochs(name, args.data_dir, args.epochs, chosen)
-            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        # Quiet first, then loaded; within each, the settings take turns so that a drift in the
+        # machine's speed falls on all of them alike.
+        quiet = {setting: [] for setting in settings}
+        loaded = {setting: [] for setting in settings}
+        for times in (quiet, loaded):
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if times is loaded else None
             try:
-                loaded = epochs(name, args.data_dir, args.epochs, chosen)
+                for _ in range(args.rounds):
+                    for setting in settings:
+                        times[setting] += epochs(name, args.data_dir, args.epochs, setting)
             finally:
-                busy.kill()
-            ratio = statistics.median(loaded) / statistics.median(quiet)
-            print(f"{name}, OMP_WAIT_POLICY={policy}: quiet {describe(quiet)}; busy {describe(loaded)}; "
-                  f"busy/quiet {ratio:.2f}", flush=True)  # fmt: skip
+                if busy is not None:
+                    busy.kill()
+        fastest_quiet = min(statistics.median(seconds) for seconds in quiet.values())
+        for setting in settings:
+            ratio = statistics.median(loaded[setting]) / statistics.median(quiet[setting])
+            versus = statistics.median(quiet[setting]) / fastest_quiet
+            print(f"{name}, {setting}: quiet {describe(quiet[setting])} ({versus:.2f}x the fastest quiet); "
+                  f"busy {describe(loaded[setting])}; busy/quiet {ratio:.2f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

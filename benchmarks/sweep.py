@@ -278,6 +278,7 @@ def run_sweep_bench(settings: SweepBenchSettings, progress: Progress = None) -> 
             "cpu_count": os.cpu_count(),
             "loadavg": load,
             "loadavg_end": load_end,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },  # fmt: skip
     }

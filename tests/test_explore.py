@@ -12,8 +12,9 @@ from PIL import Image
 from softmax_cli import evaluation, models
 from softmax_cli.config import PRESETS, ConflictingOption, resolve_hparams
 from softmax_cli.data import batches as data
+from softmax_cli.pictures import figures
 from softmax_cli.runs import checkpoint as ckpt
-from tests.helpers import invoke, train_json
+from tests.helpers import figure_pixels, invoke, train_json
 
 SMALL_BATCHES = ("--batch-size", "64")
 
@@ -36,8 +37,10 @@ def test_predict_writes_a_titled_grid_and_a_table(trained, synthetic_data_dir, t
     with Image.open(out) as image:
         image.load()
         assert image.format == "PNG"
-        # 6 columns of 1.45 in, 2 rows of 1.8 in plus 0.6 in for the heading (which checkpoint), at 100 dpi
-        assert image.size == (870, 420)
+        # the figure predict draws for 8 images under a heading (which checkpoint), at its size x dpi
+        names, images = ["T-shirt/top"] * 8, torch.zeros(8, 28, 28, dtype=torch.uint8)
+        expected = figures.prediction_figure(images, names, names, [1.0] * 8, heading="x")
+        assert image.size == figure_pixels(expected)
     assert "predicted" not in result.stderr  # with --json, no human table
 
 
@@ -69,8 +72,9 @@ def test_eval_exports_the_weight_templates(trained, synthetic_data_dir, tmp_path
     assert result.exit_code == 0, result.output
     with Image.open(out) as image:
         image.load()
-        # one 6.4 x 3.4 in figure (2 rows of 5 titled templates and a colour bar) at 150 dpi
-        assert image.format == "PNG" and image.size == (960, 510)
+        # one templates figure (2 rows of 5 titled templates and a colour bar), at its size x dpi
+        expected = figures.weight_templates_figure(torch.zeros(784, 10), data.class_names())
+        assert image.format == "PNG" and image.size == figure_pixels(expected)
 
 
 def test_compare_agrees_on_the_same_seed(synthetic_data_dir, tmp_path):

@@ -35,6 +35,14 @@ def two_runs(synthetic_data_dir, tmp_path_factory) -> list[dict]:
     ]
 
 
+def curves_pixels(two_runs: list[dict], count: int) -> tuple[int, int]:
+    """The size `softmax plot` saves `count` runs' curves at, from the figure itself (size x dpi)."""
+    from softmax_cli.pictures import figures
+
+    runs = [(f"run {k}", two_runs[k]["history"]) for k in range(count)]
+    return helpers.figure_pixels(figures.training_curves_figure(runs))
+
+
 def png_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as image:
         image.load()
@@ -115,7 +123,7 @@ def test_plot_one_run_writes_the_curves_and_json_names_the_file(two_runs, tmp_pa
     assert result.exit_code == 0, result.output
     payload = only_json(result)
     assert payload["out"] == str(out) and [run["epochs"] for run in payload["runs"]] == [2]
-    assert png_size(out) == (1000, 380)
+    assert png_size(out) == curves_pixels(two_runs, 1)
     assert f"Wrote {out}" in helpers.flat(result.stderr)
 
 
@@ -124,7 +132,7 @@ def test_plot_overlays_runs_from_a_folder_and_a_checkpoint_labelled_by_lr(two_ru
     result = invoke("plot", two_runs[0]["log_dir"], two_runs[1]["checkpoint"], "--out", out, "--json")
     assert result.exit_code == 0, result.output
     assert [run["label"] for run in only_json(result)["runs"]] == ["lr 0.1", "lr 0.03"]
-    assert png_size(out) == (1000, 420)
+    assert png_size(out) == curves_pixels(two_runs, 2)
     assert "lr 0.03:" not in result.stderr  # --json prints no human result
     # Without --json, a sentence per run on stdout; the picture, ours, is replaced.
     result = invoke("plot", two_runs[0]["log_dir"], two_runs[1]["checkpoint"], "--out", out)
@@ -248,4 +256,4 @@ def test_plot_of_run_folders_never_imports_torch(two_runs, tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=helpers.PROJECT_ROOT, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "True"] and png_size(out) == (1000, 380)
+    assert done.stdout.split() == ["False", "True"] and png_size(out) == curves_pixels(two_runs, 1)

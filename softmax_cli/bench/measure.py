@@ -87,7 +87,9 @@ def _environment(device: str) -> dict:
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        # libgomp's spin-waiting makes 2-thread CPU runs collapse when another process competes
+        # every row runs on these threads (the command line's default: one), so the rows differ
+        # only in their pipeline
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "device_name": _device_name(device),
         "loadavg": _loadavg(),

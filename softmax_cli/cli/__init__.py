@@ -14,11 +14,12 @@ import os
 import sys
 from typing import Annotated
 
-# OpenMP's worker threads spin while they wait for work; beside one busy process on 2 cores
-# they fight it for the CPU and epochs swing many times over. Passive waiting (set before
-# torch loads OpenMP, and only where the user has not chosen) makes them sleep instead.
-# Measured with `python benchmarks/busy.py` (docs: the README's performance section).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One intra-op thread where the user has not chosen (read when torch loads): a model of one
+# 784 x 10 matrix gains little from more, and with more, OpenMP's threads wait on each other at
+# every step; beside a busy process they fight it for the CPU and epochs swing many times over.
+# One thread also gives the same bits on any number of cores. Measured with
+# `python benchmarks/busy.py` (docs/performance.md, "A busy machine").
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import typer
 

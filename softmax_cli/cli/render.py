@@ -281,6 +281,47 @@ def progress_bars(console: Console) -> Progress:
     )
 
 
+class TrainingBars:
+    """The live part of both training displays (train's and the sweep's): an epochs bar and a
+    batches bar, plus any bar a display adds, on a terminal only (a log file gets the lines, not
+    bar frames) and gone at the end. A context manager."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = progress_bars(console)
+        self.epoch_task = self.batch_task = None
+
+    def __enter__(self) -> "TrainingBars":
+        if self.progress.console.is_terminal:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+    def add(self, label: str, total: int, completed: int = 0):
+        """A further bar (the sweep's configurations); returns its task for advance()."""
+        return self.progress.add_task(label, total=total, completed=completed)
+
+    def advance(self, task, by: int = 1) -> None:
+        self.progress.advance(task, by)
+
+    def begin(self, label: str, epochs: int, batches_per_epoch: int, epochs_done: int = 0) -> None:
+        """Fresh epoch and batch bars (a sweep's next group replaces its last one's)."""
+        for task in (self.epoch_task, self.batch_task):
+            if task is not None:
+                self.progress.remove_task(task)
+        self.epoch_task = self.add(label, epochs, epochs_done)
+        self.batch_task = self.add("batches", batches_per_epoch)
+
+    def batch_done(self) -> None:
+        self.advance(self.batch_task)
+
+    def epoch_done(self) -> None:
+        self.advance(self.epoch_task)
+        self.progress.reset(self.batch_task)
+
+
 class TrainingDisplay:
     """Progress bars on `console` (stderr; shown on a terminal only, gone at the end), and the run's
     settings then one row per finished epoch on `rows` (stdout for `train`, so `softmax train > log.txt`
@@ -303,18 +344,14 @@ class TrainingDisplay:
         self.reader_gone = reader_gone
         self.printer: Optional[RowPrinter] = None
         self.with_validation = False
-        self.progress = progress_bars(console)
-        self.epoch_task = self.batch_task = None
+        self.bars = TrainingBars(console)
 
     def __enter__(self) -> "TrainingDisplay":
-        # Bars are for a person watching: a log file gets the rows and the notes, not bar frames.
-        if self.console.is_terminal:
-            self.progress.start()
+        self.bars.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.progress.live.is_started:
-            self.progress.stop()
+        self.bars.__exit__(*exc)
 
     def on_train_start(self, plan) -> None:
         hparams = plan.hparams
@@ -335,11 +372,10 @@ class TrainingDisplay:
         if not self.with_validation:
             del sample[3]
         self.printer = RowPrinter(self.rows, columns, [sample])
-        self.epoch_task = self.progress.add_task("epochs", total=hparams.epochs, completed=plan.start_epoch)
-        self.batch_task = self.progress.add_task("batches", total=plan.batches_per_epoch)
+        self.bars.begin("epochs", hparams.epochs, plan.batches_per_epoch, epochs_done=plan.start_epoch)
 
     def on_batch_end(self) -> None:
-        self.progress.advance(self.batch_task)
+        self.bars.batch_done()
 
     def on_epoch_end(self, metrics, model) -> None:
         cells = [str(metrics.epoch), f"{metrics.train_loss:.4f}", f"{metrics.train_acc:.4f}"]
@@ -347,8 +383,7 @@ class TrainingDisplay:
             cells.append(f"{metrics.val_acc:.4f}")
         cells += [f"{metrics.test_acc:.4f}", _fmt_rate(metrics.examples_per_s), f"{metrics.seconds:.2f}"]
         self._reading(lambda: self.printer.row(cells))
-        self.progress.advance(self.epoch_task)
-        self.progress.reset(self.batch_task)
+        self.bars.epoch_done()
 
     def on_train_end(self, result, model) -> None:
         pass
@@ -398,37 +433,29 @@ class SweepDisplay:
 
     def __init__(self, console: Console, planned: int, varying: list[str]) -> None:
         self.varying = varying
-        self.progress = progress_bars(console)
-        self.configs_task = self.progress.add_task("configurations", total=planned)
-        self.epoch_task = self.batch_task = None
+        self.console = console
+        self.bars = TrainingBars(console)
+        self.configs_task = self.bars.add("configurations", planned)
 
     def __enter__(self) -> "SweepDisplay":
-        # Off a terminal the bars would draw nothing but a stray blank line; the group lines suffice.
-        if self.progress.console.is_terminal:
-            self.progress.start()
+        self.bars.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.progress.live.is_started:
-            self.progress.stop()
+        self.bars.__exit__(*exc)
 
     def on_group_start(self, plan) -> None:
-        for task in (self.epoch_task, self.batch_task):
-            if task is not None:
-                self.progress.remove_task(task)
         label = f"group {plan.index + 1}/{plan.groups}" if plan.groups > 1 else "epochs"
-        self.epoch_task = self.progress.add_task(label, total=plan.epochs)
-        self.batch_task = self.progress.add_task("batches", total=plan.batches_per_epoch)
+        self.bars.begin(label, plan.epochs, plan.batches_per_epoch)
 
     def on_batch_end(self) -> None:
-        self.progress.advance(self.batch_task)
+        self.bars.batch_done()
 
     def on_epoch_end(self, plan, epoch: int, model) -> None:
-        self.progress.advance(self.epoch_task)
-        self.progress.reset(self.batch_task)
+        self.bars.epoch_done()
 
     def on_group_end(self, plan, model) -> None:
-        self.progress.advance(self.configs_task, len(plan.configs))
+        self.bars.advance(self.configs_task, len(plan.configs))
         finished = [c for c in plan.configs if not c.diverged and c.final]
         diverged = len(plan.configs) - len(finished)
         line = (
@@ -441,7 +468,7 @@ class SweepDisplay:
             line += f": best val acc {best.final['val_acc']:.4f}" + (f" ({settings})" if settings else "")
         if diverged:
             line += f"; [yellow]{diverged} diverged[/]"
-        self.progress.console.print(line, soft_wrap=True)
+        self.console.print(line, soft_wrap=True)
 
     def on_results(self, result) -> None: ...
 

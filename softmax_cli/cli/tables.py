@@ -192,7 +192,7 @@ def render_bench(console: Console, payload: dict) -> None:
     s, env = payload["settings"], payload["environment"]
     console.print(
         f"[bold]softmax bench[/] on {s['device']} ({escape(env.get('device_name') or '?')}, "
-        f"{env.get('cpu_count')} CPUs, {env.get('torch_threads')} torch threads): "
+        f"{env.get('cpu_count')} CPUs, torch on {count(env.get('torch_threads'), 'thread')}): "
         f"{s['train_examples']:,} train images, batch {s['batch_size']}, lr {s['lr']:g}"
     )
     so_far = payload["memory_mode"] == "so-far"
