@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from pathlib import Path
 
-import pytest
+# Before anything imports torch: one torch thread in every test process and in the CLI processes
+# the tests start, as the command line runs (softmax_cli.cli). pytest-xdist keeps every core busy,
+# and torch's default of a thread per core would have OpenMP's threads spin against the other
+# workers (docs/performance.md, "A busy machine"); in-process and CLI runs also get the same bits.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests import helpers
+import pytest  # noqa: E402
+
+from tests import helpers  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -54,18 +61,6 @@ def synthetic_data_dir(tmp_path_factory) -> Path:
 def writable_data_dir(synthetic_data_dir, tmp_path) -> Path:
     """This test's own copy of the synthetic data dir, free to damage."""
     return Path(shutil.copytree(synthetic_data_dir, tmp_path / "data"))
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """The models in tests are tiny (784 x 10): a second intra-op thread only adds
-    synchronisation, which on a busy 2-core machine costs more than it saves. Restored after."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,6 @@ CPU = ("--device", "cpu")
 # How long an epoch took differs from run to run; every other number of a seeded run is the same.
 TIMINGS = ("seconds", "examples_per_s")
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def without_timings(history: list[dict]) -> list[dict]:
     return [{key: value for key, value in entry.items() if key not in TIMINGS} for entry in history]

@@ -100,9 +100,6 @@ def assert_one_line_error(result, *needles: str) -> str:
 # --------------------------------------------------------------------------- fixtures
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 @pytest.fixture(scope="module")
 def trained(synthetic_data_dir, tmp_path_factory) -> dict:
     """Two-epoch checkpoints: scratch, scratch with momentum, concise with momentum; plus their models."""

@@ -82,9 +82,6 @@ def assert_same_training(resumed: dict, straight: dict) -> None:
 # --------------------------------------------------------------------------- fixtures
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 @pytest.fixture(scope="module")
 def scratch_2(synthetic_data_dir, tmp_path_factory) -> Path:
     """A book-preset scratch checkpoint after 2 of 2 epochs."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,9 +19,12 @@ from softmax_cli.runs.checkpoint import load_checkpoint
 from tests import helpers
 from tests.helpers import assert_clean, invoke, only_json
 
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
-pytest.importorskip("onnxscript")
+# Skipped without onnx, onnxscript or onnxruntime. Only looked up here: importing onnxscript and onnxruntime
+# takes over a second, paid by the tests that use them, not by every collection of the suite.
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript", "onnxruntime")),
+    reason="needs onnx, onnxscript and onnxruntime (pip install -e '.[test]')",
+)
 
 CPU = torch.device("cpu")
 # How close the exported graph's logits must be to torch's: within 1e-5, and 1e-5 of the logit's size
@@ -37,6 +41,8 @@ def export(*args):
 
 
 def onnx_logits(path: Path, images: torch.Tensor) -> torch.Tensor:
+    import onnxruntime as ort
+
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"images": images.numpy()})
     return torch.from_numpy(logits)
@@ -55,7 +61,7 @@ def unit_images(data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module", params=["plain", "standardized"])
-def exported(request, synthetic_data_dir, tmp_path_factory, one_torch_thread):
+def exported(request, synthetic_data_dir, tmp_path_factory):
     """A synthetic-data run (scratch, or concise with --standardize) and its ONNX export: (checkpoint, out, JSON)."""
     folder = tmp_path_factory.mktemp(f"export-{request.param}")
     options = ["--epochs", "2", "--batch-size", "64"]
@@ -214,7 +220,7 @@ def test_without_the_export_extra_one_line_says_what_to_install(exported, tmp_pa
 
 
 @pytest.mark.realdata
-def test_real_data_onnx_agrees_with_eval_on_the_10000_test_images(imported_real_data_dir, tmp_path, one_torch_thread):
+def test_real_data_onnx_agrees_with_eval_on_the_10000_test_images(imported_real_data_dir, tmp_path):
     checkpoint, _ = helpers.train_checkpoint(
         imported_real_data_dir, tmp_path, "--preset", "tuned", "--impl", "concise", "--epochs", "2"
     )

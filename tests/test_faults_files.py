@@ -28,7 +28,6 @@ from softmax_cli.runs import checkpoint as ckpt
 from tests import helpers
 from tests.helpers import CPU, assert_clean, invoke, run_train
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 POSIX_ONLY = pytest.mark.skipif(os.name != "posix", reason="needs POSIX file types, signals and flock")
 
 
@@ -113,7 +112,7 @@ def start_training(data_dir: Path, folder: Path, *options) -> subprocess.Popen:
     """`python -m softmax_cli train` in its own process: CPU, one thread, many short epochs."""
     command = [sys.executable, "-m", "softmax_cli", "train", "--data-dir", data_dir, "--device", "cpu"]
     command += ["--runs-dir", folder / "runs", "--batch-size", "32", *options]
-    env = {**os.environ, "COLUMNS": "80", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "COLUMNS": "80"}
     return subprocess.Popen(
         [str(part) for part in command],
         cwd=helpers.PROJECT_ROOT,
@@ -366,7 +365,7 @@ def run_cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "softmax_cli", *map(str, args)],
         cwd=helpers.PROJECT_ROOT,
-        env={**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "COLUMNS": "200"},
         capture_output=True,
         text=True,
         timeout=timeout,

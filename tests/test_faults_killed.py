@@ -25,14 +25,14 @@ from tests import helpers
 from tests.helpers import assert_clean, invoke, only_json
 from tests.test_faults_files import POSIX_ONLY, saved_epoch
 
-pytestmark = [POSIX_ONLY, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = POSIX_ONLY
 
 
 def start_training(data_dir: Path, folder: Path, *options) -> subprocess.Popen:
     """`python -m softmax_cli train` in its own process, its output to files in folder (read once it ends)."""
     command = [sys.executable, "-m", "softmax_cli", "train", "--data-dir", data_dir, "--device", "cpu"]
     command += ["--runs-dir", folder / "runs", "--batch-size", "32", *options]
-    env = {**os.environ, "COLUMNS": "80", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "COLUMNS": "80"}
     with open(folder / "train.out", "w") as out, open(folder / "train.err", "w") as err:
         return subprocess.Popen(
             [str(part) for part in command], cwd=helpers.PROJECT_ROOT, env=env, stdout=out, stderr=err
@@ -63,7 +63,7 @@ def killed_after_an_epoch(data_dir: Path, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def killed_run(synthetic_data_dir, tmp_path_factory, one_torch_thread) -> Path:
+def killed_run(synthetic_data_dir, tmp_path_factory) -> Path:
     """One killed run, once per module: its run folder (tests copy it before changing anything)."""
     return killed_after_an_epoch(synthetic_data_dir, tmp_path_factory.mktemp("killed"))
 

@@ -26,8 +26,6 @@ from tests import helpers
 from tests.helpers import assert_clean, only_json, run_train
 from tests.test_faults_files import POSIX_ONLY, one_error, saved_epoch, start_training, wait_for
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")

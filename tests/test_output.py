@@ -16,8 +16,6 @@ import softmax_cli
 from tests import helpers
 from tests.helpers import assert_clean, invoke, only_json
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def invoke_at(width: int, *args):
     """`softmax ARGS` on a console `width` columns wide (Rich reads $COLUMNS)."""

@@ -18,7 +18,6 @@ import pytest
 from tests import helpers
 
 pytestmark = [
-    pytest.mark.usefixtures("one_torch_thread"),
     pytest.mark.skipif(os.name != "posix", reason="pipes, SIGPIPE and bash are POSIX"),
 ]
 
@@ -33,7 +32,7 @@ def shell(script: str, folder: Path, env: dict | None = None) -> tuple[int, str,
     environment, as in a script or a cron job.
     """
     environment = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    environment.update({"OMP_NUM_THREADS": "1", **(env or {})})
+    environment.update(env or {})
     out, err = folder / "stdout.txt", folder / "stderr.txt"
     with open(out, "w") as stdout, open(err, "w") as stderr:
         done = subprocess.run(
@@ -157,15 +156,14 @@ def test_output_to_a_file_is_not_wrapped_and_has_no_trailing_spaces(run_folder, 
 # --------------------------------------------------------------------------- 5. --json: stderr has no result
 
 
+# Through the shell: the commands a script pipes most. The others are run in-process just below
+# (the same app, its stderr apart), which spares a process that imports torch for each.
 @pytest.mark.parametrize(
     "command",
     [
         "eval ck.pt --data-dir {data} --device cpu --json",
-        "predict ck.pt --data-dir {data} --device cpu --out p.png --json",
         "runs --json",
         "train --data-dir {data} --device cpu --epochs 1 --runs-dir json-runs --json",
-        "compare --data-dir {data} --device cpu --epochs 1 --runs-dir json-runs --json",
-        "plot ck.pt --out curves.png --json",
     ],
 )
 def test_json_leaves_stderr_to_warnings_and_errors(command, run_folder, synthetic_data_dir):
@@ -174,6 +172,23 @@ def test_json_leaves_stderr_to_warnings_and_errors(command, run_folder, syntheti
     assert out.count("\n") == 1 and isinstance(json.loads(out), dict)
     # Only the notes of files written remain: no table, no row, no result line.
     assert [line for line in err.splitlines() if not line.startswith("Wrote ")] == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "predict ck.pt --data-dir {data} --device cpu --out p.png --json",
+        "compare --data-dir {data} --device cpu --epochs 1 --runs-dir json-runs --json",
+        "plot ck.pt --out curves.png --json",
+    ],
+)
+def test_json_leaves_stderr_to_warnings_and_errors_in_process(command, run_folder, synthetic_data_dir, monkeypatch):
+    monkeypatch.chdir(run_folder)
+    result = helpers.invoke(*shlex.split(command.format(data=synthetic_data_dir)))
+    helpers.assert_clean(result)
+    assert result.exit_code == 0, result.output
+    helpers.only_json(result)
+    assert [line for line in result.stderr.splitlines() if not line.startswith("Wrote ")] == []
 
 
 # --------------------------------------------------------------------------- 6. train's log file

@@ -23,8 +23,6 @@ from softmax_cli.runs import folders as runs
 from tests import helpers
 from tests.helpers import assert_clean, invoke, only_json
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def train(data_dir: Path, *options) -> dict:
     """`softmax train` with the default --runs-dir (./runs), 1 epoch unless told otherwise; its JSON."""
@@ -44,7 +42,7 @@ def one_error_line(result) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained_two_runs(synthetic_data_dir, tmp_path_factory, one_torch_thread) -> tuple[Path, dict, dict]:
+def trained_two_runs(synthetic_data_dir, tmp_path_factory) -> tuple[Path, dict, dict]:
     """Two trainings in ./runs of a fresh folder, once per module: an older scratch run, then a newer concise one."""
     folder = tmp_path_factory.mktemp("two-runs")
     with pytest.MonkeyPatch.context() as patch:

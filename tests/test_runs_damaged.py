@@ -21,7 +21,7 @@ from softmax_cli.runs import folders as runs
 from tests import helpers
 from tests.test_faults_files import POSIX_ONLY, run_cli
 
-pytestmark = [POSIX_ONLY, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = POSIX_ONLY
 
 
 def good_summary(second: int) -> dict:

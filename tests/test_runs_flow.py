@@ -16,8 +16,6 @@ from softmax_cli.runs import folders as runs
 from tests import helpers
 from tests.helpers import assert_clean, invoke, only_json
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def train(data_dir: Path, *options):
     """`softmax train` on the CPU with the default --runs-dir (./runs), 1 epoch unless told otherwise."""

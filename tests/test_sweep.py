@@ -26,8 +26,6 @@ from softmax_cli.sweep.grid import (
 from softmax_cli.sweep.search import ConfigResult, SweepCallbacks, choose_best, run_sweep
 from tests import helpers
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 SETTINGS = ("epochs", "batch_size", "seed", "lr", "momentum", "weight_decay", "schedule", "val_split", "standardize")
 
 

@@ -24,8 +24,6 @@ from tests import helpers
 from tests.test_faults_files import POSIX_ONLY, one_error, wait_for
 from tests.test_sweep import run_sweep_cli
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def start_sweep(data_dir: Path, folder: Path, *options, file_size_limit: int | None = None) -> subprocess.Popen:
     """`python -m softmax_cli sweep` in its own process on the CPU, one thread, its runs under folder/runs."""
@@ -45,7 +43,7 @@ def start_sweep(data_dir: Path, folder: Path, *options, file_size_limit: int | N
     return subprocess.Popen(
         [str(part) for part in command],
         cwd=helpers.PROJECT_ROOT,
-        env={**os.environ, "COLUMNS": "80", "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "COLUMNS": "80"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
