@@ -18,6 +18,17 @@ import pytest  # noqa: E402
 from tests import helpers  # noqa: E402
 
 
+def pytest_configure(config):
+    """The package's bytecode, compiled once before any test: the suite starts well over a hundred
+    fresh interpreters, and where PYTHONDONTWRITEBYTECODE is set (some CI images set it) each of
+    them would compile the package anew (0.05-0.2 s a process). Reading .pyc files is never off."""
+    import compileall
+
+    import softmax_cli
+
+    compileall.compile_dir(Path(softmax_cli.__file__).parent, quiet=1)
+
+
 @pytest.fixture(autouse=True)
 def no_columns_from_the_caller(monkeypatch):
     """Output width is part of what the tests check: $COLUMNS from the shell that runs pytest (or from
