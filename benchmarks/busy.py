@@ -19,16 +19,20 @@ COMMANDS = {
     "sweep": ["sweep", "--lr", "0.03,0.1,0.3"],
 }
 
-# The thread settings compared, as the environment each process gets. "default" leaves both
-# variables to the tool (one intra-op thread); the others give torch every core, with OpenMP's
-# own wait (libgomp spins a while before sleeping), always spinning, or sleeping at once.
+# The thread settings compared, as the environment each process gets. "default" leaves them to
+# the tool (one intra-op thread); the others give torch every core, with OpenMP's own wait
+# (libgomp spins a while before sleeping), always spinning, sleeping at once, or spinning for
+# GOMP_SPINCOUNT rounds only. The first four run unless --settings says otherwise.
 CORES = str(os.cpu_count() or 1)
 SETTINGS = {
     "default": {},
     "all-cores": {"OMP_NUM_THREADS": CORES},
     "all-cores-active": {"OMP_NUM_THREADS": CORES, "OMP_WAIT_POLICY": "ACTIVE"},
     "all-cores-passive": {"OMP_NUM_THREADS": CORES, "OMP_WAIT_POLICY": "PASSIVE"},
+    **{f"spin-{n}": {"OMP_NUM_THREADS": CORES, "GOMP_SPINCOUNT": str(int(float(n)))} for n in ("1e3", "1e4", "1e5")},
 }
+DEFAULT_SETTINGS = "default,all-cores,all-cores-active,all-cores-passive"
+CHOSEN_BY_US = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 def epoch_seconds(name: str, payload: dict) -> list[float]:
@@ -45,7 +49,7 @@ def epochs(name: str, data_dir: str | None, n: int, setting: str) -> list[float]
     with tempfile.TemporaryDirectory() as runs:
         command = [sys.executable, "-m", "softmax_cli", *COMMANDS[name], "--json", "--epochs", str(n)]
         command += ["--runs-dir", runs, *(["--data-dir", data_dir] if data_dir else [])]
-        env = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+        env = {key: value for key, value in os.environ.items() if key not in CHOSEN_BY_US}
         env.update(SETTINGS[setting])
         out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
         return epoch_seconds(name, json.loads(out))
@@ -62,9 +66,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2, help="processes per command and setting, alternated")
     parser.add_argument("--commands", default="train,compare,sweep", help="comma-separated: train, compare, sweep")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
+    parser.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"comma-separated, of: {', '.join(SETTINGS)}")
     args = parser.parse_args()
     settings = args.settings.split(",")
+    unknown = [name for name in settings if name not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown --settings {', '.join(unknown)}; choose from {', '.join(SETTINGS)}")
     for name in args.commands.split(","):
         # Quiet first, then loaded; within each, the settings take turns so that a drift in the
         # machine's speed falls on all of them alike.
@@ -79,6 +86,7 @@ def main() -> None:
             finally:
                 if busy is not None:
                     busy.kill()
+                    busy.wait()
         fastest_quiet = min(statistics.median(seconds) for seconds in quiet.values())
         for setting in settings:
             ratio = statistics.median(loaded[setting]) / statistics.median(quiet[setting])

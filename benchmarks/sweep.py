@@ -278,7 +278,7 @@ def run_sweep_bench(settings: SweepBenchSettings, progress: Progress = None) -> 
             "cpu_count": os.cpu_count(),
             "loadavg": load,
             "loadavg_end": load_end,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "torch_threads": settings.threads,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },  # fmt: skip
     }
@@ -338,7 +338,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, help="timed rounds of stacked epochs (default: 3; 1 with --quick)")
-    parser.add_argument("--threads", type=int, help="torch threads, here and in every process (OMP_NUM_THREADS)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads, here and in every process (OMP_NUM_THREADS; default 1, as the command line)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 configurations, 1 epoch, K = 1 and 4")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the lines")
     args = parser.parse_args()

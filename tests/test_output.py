@@ -155,6 +155,7 @@ def test_bench_table_goes_to_stdout(synthetic_data_dir):
     result = invoke("bench", "--epochs", "1", "--device", "cpu", "--workers", "0", "--data-dir", synthetic_data_dir)
     assert result.exit_code == 0, result.output
     assert "memory loader, scratch" in result.stdout and "s/epoch" in result.stdout
+    assert "torch on 1 thread)" in result.stdout  # as the tests run it (conftest) and the command line does
     assert "load average" in result.stderr and "s/epoch" not in result.stderr
     # A user's words: no internal keys, no project targets in the human output.
     for internal in ("peak_rss_mib", "VmHWM", "book-w0", "memory-scratch", "missed", "target"):
@@ -190,6 +191,70 @@ def test_every_table_fits_the_console(width, short_checkpoint, synthetic_data_di
     assert outputs["eval"].stdout.startswith("ck.pt\n")
     for folder in (Path("r") / "scratch").iterdir():
         assert f"\n  {folder}\n" in outputs["runs"].stdout
+
+
+# --------------------------------------------------------------------------- the live bars
+
+
+def terminal(width: int = 80):
+    """A Rich console that takes itself for a terminal, writing into a string (.file.getvalue())."""
+    import io
+
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), force_terminal=True, width=width)
+
+
+def test_train_and_sweep_share_the_live_bars_which_draw_on_a_terminal_only():
+    """TrainingBars under both displays: epochs and batches (and the sweep's configurations) are drawn
+    on a terminal, advanced by the callbacks, and left out of a file."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from softmax_cli.cli.render import SweepDisplay, TrainingDisplay
+    from softmax_cli.config import Hparams
+    from softmax_cli.training import EpochMetrics
+
+    console = terminal()
+    plan = SimpleNamespace(hparams=Hparams(epochs=2), device=torch.device("cpu"), start_epoch=0, batches_per_epoch=3,
+                           train_examples=600, validation_examples=0)  # fmt: skip
+    metrics = EpochMetrics(epoch=1, train_loss=0.5, train_acc=0.8, test_acc=0.79, test_loss=0.6, seconds=0.2,
+                           examples_per_s=3000.0, lr=0.1)  # fmt: skip
+    with TrainingDisplay(console, console) as display:
+        display.on_train_start(plan)
+        for _ in range(3):
+            display.on_batch_end()
+        display.on_epoch_end(metrics, model=None)
+        bars = display.bars.progress.tasks
+        assert [(task.description, task.completed, task.total) for task in bars] == [
+            ("epochs", 1, 2),
+            ("batches", 0, 3),
+        ]
+    drawn = console.file.getvalue()
+    assert "epochs" in drawn and "batches" in drawn and "0.7900" in drawn
+
+    console = terminal()
+    group = SimpleNamespace(index=0, groups=2, epochs=2, batches_per_epoch=3)
+    with SweepDisplay(console, planned=4, varying=["lr"]) as display:
+        display.on_group_start(group)
+        display.on_batch_end()
+        display.on_epoch_end(group, 1, model=None)
+        display.on_group_start(SimpleNamespace(index=1, groups=2, epochs=2, batches_per_epoch=5))  # replaces the bars
+        bars = display.bars.progress.tasks
+        assert [(task.description, task.total) for task in bars] == [
+            ("configurations", 4),
+            ("group 2/2", 2),
+            ("batches", 5),
+        ]
+    assert "configurations" in console.file.getvalue() and "group 2/2" in console.file.getvalue()
+
+    file_like = terminal()
+    file_like = type(file_like)(file=file_like.file, force_terminal=False, width=80)
+    with TrainingDisplay(file_like, file_like) as display:
+        display.on_train_start(plan)
+        display.on_batch_end()
+    assert "batches" not in file_like.file.getvalue()  # the settings line only: no bar frames in a file
 
 
 # --------------------------------------------------------------------------- papercuts

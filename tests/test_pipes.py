@@ -157,7 +157,8 @@ def test_output_to_a_file_is_not_wrapped_and_has_no_trailing_spaces(run_folder, 
 
 
 # Through the shell: the commands a script pipes most. The others are run in-process just below
-# (the same app, its stderr apart), which spares a process that imports torch for each.
+# (the same app, its stderr apart), which spares a process that imports torch for each; what only
+# a fresh process shows (a warning at import or at exit) is covered by these three.
 @pytest.mark.parametrize(
     "command",
     [

@@ -55,7 +55,7 @@ def imports_of_all(tmp_path, *commands) -> list[str]:
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(report.read_text())
-    assert all(code in (0, None) for code in result["exits"]), done.stderr
+    assert all(code in (0, None) for code in result["exits"]), (result["exits"], done.stderr)
     return result["heavy"]
 
 

@@ -14,11 +14,11 @@ import os
 import sys
 from typing import Annotated
 
-# One intra-op thread where the user has not chosen (read when torch loads): a model of one
-# 784 x 10 matrix gains little from more, and with more, OpenMP's threads wait on each other at
-# every step; beside a busy process they fight it for the CPU and epochs swing many times over.
-# One thread also gives the same bits on any number of cores. Measured with
-# `python benchmarks/busy.py` (docs/performance.md, "A busy machine").
+# One intra-op thread where the user has not chosen (read when torch loads). With more, OpenMP's
+# threads wait on each other at every step of this small model; beside a busy process they fight
+# it for the CPU and epochs swing several times over, while on an idle 2-core machine a second
+# thread saved 9-25% an epoch. One thread also gives the same bits on any number of cores.
+# Measured with `python benchmarks/busy.py` (docs/performance.md, "A busy machine").
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import typer
