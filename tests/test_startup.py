@@ -9,6 +9,7 @@ long anything takes is benchmarks/startup.py's business, not a test's.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -114,3 +115,25 @@ def test_importing_the_package_imports_no_torch_nor_the_cli():
     imported = set(json.loads(done.stdout))
     assert "softmax_cli" in imported  # the control: the probe sees what was imported
     assert not imported & {*HEAVY, "typer", "rich", "numpy", "PIL"}
+
+
+THREADS_PROBE = textwrap.dedent("""
+    import json, os
+    import softmax_cli.cli
+    import torch
+    print(json.dumps({"threads": torch.get_num_threads(), "asked": os.environ.get("OMP_NUM_THREADS"),
+                      "wait": os.environ.get("OMP_WAIT_POLICY")}))
+""")
+
+
+@pytest.mark.parametrize("chosen", [None, "3"], ids=["left-to-the-tool", "OMP_NUM_THREADS=3"])
+def test_the_command_line_runs_torch_on_one_thread_unless_the_user_chose(chosen):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    if chosen:
+        env["OMP_NUM_THREADS"] = chosen
+    done = subprocess.run([sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["asked"] == (chosen or "1") and seen["wait"] is None  # the user's number kept; nothing else imposed
+    if not chosen:
+        assert seen["threads"] == 1
