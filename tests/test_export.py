@@ -197,6 +197,7 @@ def test_a_missing_checkpoint_is_one_error_line(tmp_path):
     assert result.exit_code == 1 and result.stderr.startswith("error: ") and result.stdout == ""
 
 
+@pytest.mark.parametrize("exported", ["plain"], indirect=True)  # the message does not depend on the model
 def test_without_the_export_extra_one_line_says_what_to_install(exported, tmp_path):
     """onnx made unimportable (a package of that name that raises ImportError, first on the path)."""
     shim = tmp_path / "shim" / "onnx"

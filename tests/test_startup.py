@@ -60,11 +60,15 @@ def imports_of_all(tmp_path, *commands) -> list[str]:
     return result["heavy"]
 
 
-@pytest.fixture(scope="module", params=["scratch", "concise"])
-def trained(synthetic_data_dir, tmp_path_factory, request):
-    folder = tmp_path_factory.mktemp("startup-train")
-    options = ("--impl", request.param, "--epochs", "1", "--batch-size", "64")
-    return helpers.train_checkpoint(synthetic_data_dir, folder, *options)[0]
+@pytest.fixture(scope="module")
+def trained(synthetic_data_dir, tmp_path_factory) -> dict:
+    """A 1-epoch checkpoint of each implementation, by impl."""
+    checkpoints = {}
+    for impl in ("scratch", "concise"):
+        folder = tmp_path_factory.mktemp(f"startup-{impl}")
+        options = ("--impl", impl, "--epochs", "1", "--batch-size", "64")
+        checkpoints[impl] = helpers.train_checkpoint(synthetic_data_dir, folder, *options)[0]
+    return checkpoints
 
 
 def test_training_with_the_memory_loader_imports_no_torchvision(synthetic_data_dir, tmp_path):
@@ -86,9 +90,12 @@ def test_the_books_dataloader_still_uses_torchvision(synthetic_data_dir, tmp_pat
 
 def test_eval_and_predict_import_no_torchvision_nor_torchs_compiler(synthetic_data_dir, trained, tmp_path):
     # torch._dynamo costs about 0.9 s; torch.optim's SGD imports it when built, which
-    # evaluating a concise checkpoint has no need of. Both commands in one process: neither may.
+    # evaluating a concise checkpoint has no need of. Both commands on both implementations, in one
+    # process: none of them may.
     data = ("--data-dir", synthetic_data_dir, "--device", "cpu")
-    heavy = imports_of_all(tmp_path, ("eval", trained, *data), ("predict", "--n", "4", trained, *data))
+    commands = [(command, *extra, checkpoint, *data) for checkpoint in trained.values()
+                for command, *extra in (("eval",), ("predict", "--n", "4"))]  # fmt: skip
+    heavy = imports_of_all(tmp_path, *commands)
     assert "torch" in heavy and "torchvision" not in heavy and "torch._dynamo" not in heavy
 
 
