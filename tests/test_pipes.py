@@ -2,7 +2,7 @@
 (`| head`), a closed stdout, an encoding without the run's characters, output to a file, --json.
 
 Each command runs as `bash -c '... | head ...'` with stdout and stderr in files, so the pipe and its
-exit statuses are the shell's own."""
+exit statuses are the shell's own (three of the --json checks run in-process; see there)."""
 
 from __future__ import annotations
 
